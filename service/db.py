@@ -1,0 +1,257 @@
+"""All session plumbing: the engine, the sessionmaker and the task-scoped session.
+
+One ``AsyncSession`` per request: ``before_request`` opens it in the scoped registry under
+the request's task, handlers reach it through :func:`current_session`, and teardown removes
+it. Code that runs in any other task (CLI commands, background jobs, streamed bodies, tasks a
+handler spawns) opens its own with :meth:`Database.session_scope`. :func:`current_session`
+never creates a session, so a task that forgot its scope fails loudly instead of leaking one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from quart import Quart, current_app, request
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_scoped_session,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from service.settings import Settings
+
+EXTENSION_KEY = "db"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# Execution option read by the SQLite ``begin`` hook: writers take the write lock up front.
+SQLITE_BEGIN = "sqlite_begin"
+_WRITE_OPTIONS = {SQLITE_BEGIN: "IMMEDIATE"}
+_READ_OPTIONS = {SQLITE_BEGIN: "DEFERRED"}
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class NoSessionError(RuntimeError):
+    """The current task has no session: it is outside a request and outside session_scope()."""
+
+
+class SessionInUseError(RuntimeError):
+    """session_scope() was entered in a task that already owns a session."""
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Create the engine with the options each backend needs."""
+    if settings.is_sqlite:
+        return _create_sqlite_engine(settings)
+    engine = create_async_engine(
+        settings.database_url,
+        echo=settings.DB_ECHO,
+        pool_size=settings.DB_POOL_SIZE,
+        max_overflow=settings.DB_MAX_OVERFLOW,
+        pool_timeout=settings.DB_POOL_TIMEOUT,
+        pool_pre_ping=settings.DB_POOL_PRE_PING,
+        connect_args={
+            # A dead server must fail the request within the pool timeout, not hang it.
+            "timeout": settings.DB_POOL_TIMEOUT,
+            "prepared_statement_cache_size": settings.DB_STATEMENT_CACHE_SIZE,
+        },
+    )
+    event.listen(engine.sync_engine, "do_connect", _use_shielded_connect)
+    return engine
+
+
+def _use_shielded_connect(
+    _dialect: Any, _record: ConnectionPoolEntry, _cargs: Any, cparams: dict[str, Any]
+) -> None:
+    cparams["async_creator_fn"] = _connect_shielded
+
+
+async def _connect_shielded(*args: Any, **kwargs: Any) -> Any:
+    """Open an asyncpg connection that a cancelled caller cannot leave half-made.
+
+    A connect cancelled mid-handshake leaves asyncpg's protocol futures to fail later
+    ("Future exception was never retrieved") and may leak the socket; instead the handshake
+    finishes in its own task and the orphaned connection is closed.
+    """
+    connecting = asyncio.ensure_future(asyncpg.connect(*args, **kwargs))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        connecting.add_done_callback(_discard_orphaned_connection)
+        raise
+
+
+def _discard_orphaned_connection(connecting: asyncio.Future[Any]) -> None:
+    if connecting.cancelled() or connecting.exception() is not None:
+        return
+    connecting.result().terminate()
+
+
+def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        echo=settings.DB_ECHO,
+        pool_size=settings.DB_POOL_SIZE,
+        max_overflow=settings.DB_MAX_OVERFLOW,
+        pool_timeout=settings.DB_POOL_TIMEOUT,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # The driver's own transaction handling skips BEGIN before SELECT and SAVEPOINT, which
+    # breaks isolation and savepoints; switch it off and emit BEGIN ourselves (see below).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    # A deferred transaction that reads and then writes cannot wait for the write lock (SQLite
+    # answers "database is locked" at once), so writers take it with BEGIN IMMEDIATE, where
+    # the busy timeout makes them queue.
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """The engine, the sessionmaker and the task-scoped registry of one app or one script."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: AsyncEngine | None = None
+        self.sessionmaker = async_sessionmaker(expire_on_commit=False)
+        self.scoped = async_scoped_session(self.sessionmaker, scopefunc=asyncio.current_task)
+        # Closes that outlived a cancelled caller; kept referenced so they run to the end.
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # -- engine -----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine, created on first use so that import and app creation touch nothing."""
+        if self._engine is None:
+            self._engine = create_engine(self.settings)
+            self.sessionmaker.configure(bind=self._engine)
+        return self._engine
+
+    async def wait_for_closes(self) -> None:
+        """Wait for session closes that outlived the (cancelled) tasks that started them."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def dispose(self) -> None:
+        """Let pending closes finish, then close every pooled connection."""
+        await self.wait_for_closes()
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+            self.sessionmaker.configure(bind=None)
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.dispose()
+
+    # -- the task-scoped registry -------------------------------------------------------------
+
+    @property
+    def open_sessions(self) -> int:
+        """How many tasks own a session right now (requests in flight plus open scopes)."""
+        return len(self.scoped.registry.registry)
+
+    def open_session(self, *, writes: bool) -> AsyncSession:
+        """Register a new session for the current task and return it."""
+        if self.scoped.registry.has():
+            raise SessionInUseError(
+                "this task already has a session; nested scopes need a task of their own"
+            )
+        self.engine  # noqa: B018 - binds the sessionmaker on first use
+        options = _WRITE_OPTIONS if writes else _READ_OPTIONS
+        return self.scoped(execution_options=options)
+
+    def session(self) -> AsyncSession:
+        """The current task's session; raises NoSessionError instead of creating one."""
+        if not self.scoped.registry.has():
+            raise NoSessionError(
+                "no session in this task: code outside the request task must use "
+                "'async with db.session_scope() as session'"
+            )
+        return self.scoped.registry()
+
+    async def remove_session(self) -> None:
+        """Close and forget the current task's session; idempotent and cancellation-safe.
+
+        The entry leaves the registry before anything is awaited, and the close runs in a
+        task of its own behind ``shield``: a cancellation landing here (a client that went
+        away twice) cannot leave a registry entry or a checked-out connection behind.
+        """
+        registry = self.scoped.registry
+        if not registry.has():
+            return
+        session = registry()
+        registry.clear()
+        closing = asyncio.ensure_future(session.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        await asyncio.shield(closing)
+
+    @asynccontextmanager
+    async def session_scope(
+        self, *, commit: bool = False, writes: bool = True
+    ) -> AsyncIterator[AsyncSession]:
+        """Give the current task its own session for the block, removed at exit.
+
+        Nothing is committed unless ``commit=True`` (then only if the block succeeds);
+        whatever is left uncommitted is rolled back.
+        """
+        session = self.open_session(writes=writes)
+        try:
+            yield session
+            if commit:
+                await session.commit()
+        finally:
+            await self.remove_session()
+
+    # -- the request hooks --------------------------------------------------------------------
+
+    def init_app(self, app: Quart) -> None:
+        """Open a session per request and remove it at teardown; dispose at shutdown."""
+        app.extensions[EXTENSION_KEY] = self
+        app.before_request(self._open_request_session)
+        app.teardown_request(self._remove_request_session)
+        app.after_serving(self.dispose)
+
+    async def _open_request_session(self) -> None:
+        self.open_session(writes=request.method in WRITE_METHODS)
+
+    async def _remove_request_session(self, _exc: BaseException | None) -> None:
+        await self.remove_session()
+
+
+def get_database(app: Quart | None = None) -> Database:
+    """The Database of ``app`` (default: the current app)."""
+    database = (app or current_app).extensions[EXTENSION_KEY]
+    assert isinstance(database, Database)
+    return database
+
+
+def current_session() -> AsyncSession:
+    """The session of the task being served: the same object for the whole request."""
+    return get_database().session()

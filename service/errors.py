@@ -1,0 +1,131 @@
+"""One error format, problem+json (RFC 9457), raised anywhere and rendered in one place."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from quart import Quart, Response
+from quart_schema import RequestSchemaValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FieldError:
+    field: str
+    message: str
+
+
+@dataclass
+class APIError(Exception):
+    """An HTTP error with a problem+json body; raise it from anywhere."""
+
+    status: int
+    detail: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.detail or HTTPStatus(self.status).phrase}"
+
+
+def not_found(detail: str) -> APIError:
+    return APIError(404, detail)
+
+
+def conflict(detail: str) -> APIError:
+    return APIError(409, detail)
+
+
+def validation_error(errors: list[FieldError], detail: str | None = None) -> APIError:
+    return APIError(422, detail or "the request did not validate", errors)
+
+
+def unavailable(detail: str) -> APIError:
+    return APIError(503, detail, headers={"Retry-After": "1"})
+
+
+def problem_response(error: APIError) -> Response:
+    """Render an APIError as a problem+json response."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(error.status).phrase,
+        "status": error.status,
+    }
+    if error.detail:
+        body["detail"] = error.detail
+    if error.errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in error.errors]
+    response = Response(orjson.dumps(body), status=error.status, content_type=PROBLEM_JSON)
+    response.headers.update(error.headers)
+    return response
+
+
+def _dotted(location: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in location) or "body"
+
+
+def field_errors_from_pydantic(raw_errors: list[Any]) -> list[FieldError]:
+    """Turn pydantic's error list into ``field``/``message`` pairs with dotted paths."""
+    return [FieldError(_dotted(error["loc"]), error["msg"]) for error in raw_errors]
+
+
+def _from_schema_validation(error: RequestSchemaValidationError) -> APIError:
+    cause = error.validation_error
+    if isinstance(cause, TypeError | ValueError) and hasattr(cause, "errors"):
+        return validation_error(field_errors_from_pydantic(cause.errors()))
+    return validation_error([FieldError("body", str(cause))])
+
+
+def translate_database_error(error: Exception) -> APIError | None:
+    """Map database failures that are not bugs to the contract's statuses."""
+    if isinstance(error, StaleDataError):
+        return APIError(412, "the resource was changed by another request; re-read it and retry")
+    if isinstance(error, sa_exc.IntegrityError):
+        return conflict("the change conflicts with stored data (a uniqueness rule)")
+    if isinstance(error, sa_exc.TimeoutError):
+        return unavailable("the database connection pool is exhausted; retry shortly")
+    disconnected = isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+    if isinstance(error, sa_exc.DBAPIError) and (error.connection_invalidated or disconnected):
+        return unavailable("the database is unavailable; retry shortly")
+    if isinstance(error, OSError | ConnectionError):
+        return unavailable("the database is unavailable; retry shortly")
+    return None
+
+
+def register_error_handlers(app: Quart) -> None:
+    """Render every error the app can raise as problem+json."""
+
+    @app.errorhandler(APIError)
+    async def _api_error(error: APIError) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _schema_error(error: RequestSchemaValidationError) -> Response:
+        return problem_response(_from_schema_validation(error))
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        detail = error.description if status != 500 else None
+        problem = APIError(status, detail)
+        if status == 405 and error.get_response().headers.get("Allow"):
+            problem.headers["Allow"] = error.get_response().headers["Allow"]
+        return problem_response(problem)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        problem = translate_database_error(error)
+        if problem is None:
+            logger.exception("unhandled error", exc_info=error)
+            problem = APIError(500, "an unexpected error occurred")
+        return problem_response(problem)

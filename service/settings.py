@@ -1,0 +1,100 @@
+"""Settings read from the environment and validated once, at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///sars.db"
+
+# Plain schemes people paste from elsewhere, mapped to the async driver this service uses.
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message is one line naming the variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is read from the variable of the same name."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    API_TOKENS: Annotated[tuple[str, ...], NoDecode] = ()
+    DB_POOL_SIZE: int = Field(default=10, ge=1, le=1000)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=1000)
+    DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0, le=600)
+    DB_POOL_PRE_PING: bool = False
+    DB_ECHO: bool = False
+    DB_STATEMENT_CACHE_SIZE: int = Field(default=100, ge=0)
+    CORS_ORIGINS: Annotated[tuple[str, ...], NoDecode] = ()
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1)
+    BULK_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1)
+    CURSOR_SECRET: str = Field(default="change-me-outside-development", min_length=8)
+
+    @field_validator("API_TOKENS", "CORS_ORIGINS", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_database_url(value).render_as_string(hide_password=False)
+
+    @property
+    def database_url(self) -> URL:
+        return make_url(self.DATABASE_URL)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.get_backend_name() == "sqlite"
+
+
+def async_database_url(raw: str) -> URL:
+    """Parse a database URL and point it at this service's async driver, or explain why not."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {raw!r}") from None
+    driver = _ASYNC_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported driver {url.drivername!r}; use postgresql+asyncpg://... "
+            "or sqlite+aiosqlite:///FILE (synchronous drivers cannot serve this async app)"
+        )
+    return url.set(drivername=driver)
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read settings from the environment (overrides win), raising ConfigError on a bad value."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        raise ConfigError(f"invalid {name}: {first['msg']}") from None

@@ -1,0 +1,106 @@
+"""Fixtures: every database test runs on SQLite and PostgreSQL, isolated from the others.
+
+- ``app``: the service on a shared database per backend, each test inside an outer
+  transaction that requests join through savepoints and that is rolled back at the end;
+- ``real_app``: the service on a fresh database of its own with a real engine and pool, for
+  behaviour a rollback fixture cannot show (pools, cancellation, concurrency, commits).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from service.app import create_app
+from service.db import get_database
+from tests.databases import Databases, PostgresDatabases, SQLiteDatabases
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ALL_BACKENDS = ("sqlite", "postgresql")
+BACKENDS = tuple(
+    name for name in os.environ.get("TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if name
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends = list(BACKENDS)
+    for only in ALL_BACKENDS:
+        if metafunc.definition.get_closest_marker(f"{only}_only"):
+            backends = [name for name in backends if name == only]
+    metafunc.parametrize("backend", backends)
+
+
+@pytest.fixture(scope="session")
+def sqlite_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteDatabases]:
+    databases = SQLiteDatabases(tmp_path_factory.mktemp("sqlite"))
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(scope="session")
+def postgresql_databases() -> Iterator[PostgresDatabases]:
+    try:
+        databases = PostgresDatabases()
+    except OSError as error:
+        pytest.fail(
+            f"PostgreSQL is not reachable at TEST_POSTGRES_URL ({error}); start it, "
+            "or run with TEST_BACKENDS=sqlite",
+            pytrace=False,
+        )
+    yield databases
+    databases.close()
+
+
+@pytest.fixture
+def databases(backend: str, request: pytest.FixtureRequest) -> Databases:
+    found: Databases = request.getfixturevalue(f"{backend}_databases")
+    return found
+
+
+def settings_for(database_url: str, **overrides: Any) -> dict[str, Any]:
+    return {"DATABASE_URL": database_url, "API_TOKENS": TOKEN, **overrides}
+
+
+@pytest.fixture
+async def database_url(databases: Databases) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    url = await databases.create()
+    yield url
+    await databases.drop(url)
+
+
+@pytest.fixture
+async def app(databases: Databases) -> AsyncIterator[Quart]:
+    """The service on the shared database; the test's writes are rolled back at its end."""
+    app = create_app(settings_for(databases.shared_url))
+    db = get_database(app)
+    async with app.test_app():
+        connection = await db.engine.connect()
+        transaction = await connection.begin()
+        db.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
+        try:
+            yield app
+        finally:
+            await transaction.rollback()
+            await connection.close()
+
+
+@pytest.fixture
+async def real_app(database_url: str) -> AsyncIterator[Quart]:
+    """The service with a real engine and pool on a database of its own."""
+    app = create_app(settings_for(database_url))
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture
+def client(app: Quart) -> TestClientProtocol:
+    return app.test_client()

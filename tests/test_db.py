@@ -1,0 +1,276 @@
+"""The task-scoped session: one per request, none leaked, whatever happens to the request."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from quart import Quart, Response, stream_with_context
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from service.app import create_app
+from service.db import (
+    Database,
+    NoSessionError,
+    SessionInUseError,
+    current_session,
+    get_database,
+)
+from service.models import Country
+from service.settings import load_settings
+from tests import asgi, probe
+from tests.conftest import settings_for
+
+
+async def _settle(db: Database) -> None:
+    """Wait for closes that outlived their cancelled requests."""
+    await db.wait_for_closes()
+    assert db.open_sessions == 0
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def _idle_in_transaction(database_url: str) -> int:
+    url = make_url(database_url)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+            url.database,
+        )
+        return count
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def probed(real_app: Quart) -> probe.ProbeState:
+    return probe.install(real_app)
+
+
+async def test_every_use_in_one_request_is_the_same_session(app: Quart) -> None:
+    probe.install(app)
+    response = await app.test_client().get("/probe/same")
+    ids = (await response.get_json())["ids"]
+    assert len(ids) == 3 and len(set(ids)) == 1
+
+
+async def test_concurrent_requests_never_share_a_session(
+    real_app: Quart, probed: probe.ProbeState
+) -> None:
+    client = real_app.test_client()
+    db = get_database(real_app)
+
+    async def in_flight_peak() -> int:
+        peak = 0
+        for _ in range(40):
+            peak = max(peak, db.open_sessions)
+            await asyncio.sleep(0.005)
+        return peak
+
+    peak_task = asyncio.create_task(in_flight_peak())
+    responses = await asyncio.gather(*(client.get("/probe/hold?seconds=0.1") for _ in range(20)))
+    bodies = [await response.get_json() for response in responses]
+    assert all(body["same"] for body in bodies)
+    assert len({body["id"] for body in bodies}) == 20
+    assert await peak_task == 20
+    await _settle(db)
+
+
+async def test_current_session_never_creates_one(app: Quart) -> None:
+    async with app.app_context():
+        with pytest.raises(NoSessionError, match="session_scope"):
+            current_session()
+    assert get_database(app).open_sessions == 0
+
+
+async def test_session_scope_outside_requests(database_url: str) -> None:
+    async with Database(load_settings({"DATABASE_URL": database_url})) as db:
+        async with db.session_scope(commit=True) as session:
+            session.add(Country(name="Committed"))
+        async with db.session_scope() as session:
+            session.add(Country(name="Not committed"))
+            await session.flush()
+        with pytest.raises(ZeroDivisionError):
+            async with db.session_scope(commit=True) as session:
+                session.add(Country(name="Failed"))
+                await session.flush()
+                _ = 1 / 0
+        async with db.session_scope(writes=False) as session:
+            names = (await session.scalars(select(Country.name))).all()
+            with pytest.raises(SessionInUseError):
+                async with db.session_scope():
+                    pass
+            assert session is db.session()
+        assert names == ["Committed"]
+        await _settle(db)
+
+
+async def test_removal_is_idempotent_and_survives_repeated_cancellation(
+    database_url: str,
+) -> None:
+    async with Database(load_settings({"DATABASE_URL": database_url})) as db:
+        removing = asyncio.Event()
+
+        async def write_then_remove() -> None:
+            session = db.open_session(writes=True)
+            session.add(Country(name="Rolled back"))
+            await session.flush()
+            removing.set()
+            await db.remove_session()
+
+        owner = asyncio.create_task(write_then_remove())
+        await removing.wait()  # the owner is now awaiting the shielded close
+        owner.cancel()
+        await asyncio.sleep(0)
+        owner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await owner
+        assert db.open_sessions == 0  # gone from the registry before the close finished
+        await db.remove_session()  # nothing left to remove: a no-op
+        await _settle(db)
+        async with db.session_scope(writes=False) as check:
+            assert await check.scalar(select(func.count()).select_from(Country)) == 0
+
+
+async def test_streamed_body_uses_its_own_scope(real_app: Quart, probed: probe.ProbeState) -> None:
+    response = await real_app.test_client().get("/probe/stream")
+    assert (await response.get_data()) == b"0\n0\n0\n"
+    await _settle(get_database(real_app))
+
+
+async def test_stream_with_context_runs_teardown_twice_harmlessly(real_app: Quart) -> None:
+    @real_app.get("/twice")
+    async def twice() -> Response:
+        await current_session().execute(select(1))
+
+        @stream_with_context
+        async def body() -> AsyncIterator[bytes]:
+            yield b"ok"
+
+        return Response(body())
+
+    response = await real_app.test_client().get("/twice")
+    assert (await response.get_data()) == b"ok"
+    await _settle(get_database(real_app))
+
+
+async def test_background_task_uses_its_own_scope(
+    real_app: Quart, probed: probe.ProbeState
+) -> None:
+    response = await real_app.test_client().post("/probe/background")
+    assert response.status_code == 202
+    await asyncio.wait_for(probed.background_done.wait(), 10)
+    db = get_database(real_app)
+    await _settle(db)
+    async with db.session_scope(writes=False) as session:
+        names = (await session.scalars(select(Country.name))).all()
+    assert len(names) == 1 and names[0].startswith("background-")
+
+
+async def test_spawned_tasks_need_their_own_scope(
+    real_app: Quart, probed: probe.ProbeState
+) -> None:
+    response = await real_app.test_client().get("/probe/spawn")
+    assert await response.get_json() == {"counted": 0, "forgot": "NoSessionError"}
+    await _settle(get_database(real_app))
+
+
+@pytest.mark.sqlite_only
+async def test_sqlite_concurrent_read_then_write_requests_all_succeed(
+    real_app: Quart, probed: probe.ProbeState
+) -> None:
+    client = real_app.test_client()
+    responses = await asyncio.gather(
+        *(client.post("/probe/write", headers={"X-Probe-Key": f"w{i}"}) for i in range(50))
+    )
+    assert Counter(r.status_code for r in responses) == {201: 50}
+    db = get_database(real_app)
+    async with db.session_scope(writes=False) as session:
+        assert await session.scalar(select(func.count()).select_from(Country)) == 50
+    await _settle(db)
+
+
+# -- 1,000 requests of every kind, a third of them cancelled at a random point ---------------
+
+Scenario = Callable[[Quart, probe.ProbeState, random.Random], Awaitable[str]]
+
+
+async def _plain(app: Quart, method: str, path: str) -> str:
+    exchange = await asgi.call(app, method, path, headers={"X-Probe-Key": uuid.uuid4().hex})
+    return f"{method} {path} {exchange.status}"
+
+
+async def _cancel_at(
+    app: Quart, state: probe.ProbeState, rng: random.Random, method: str, path: str, moment: str
+) -> str:
+    """Cancel the handler once the request reaches ``moment``; sometimes twice."""
+    key = uuid.uuid4().hex
+    call = asyncio.create_task(asgi.call(app, method, path, headers={"X-Probe-Key": key}))
+    await asyncio.wait_for(state.moment(f"{key}:{moment}").wait(), 10)
+    await asyncio.sleep(rng.choice([0, 0, 0.001, 0.005]))
+    handler = state.tasks.pop(key)
+    handler.cancel()
+    if rng.random() < 0.5:
+        await asyncio.sleep(rng.choice([0, 0.001]))
+        handler.cancel()  # the server cancelling again while teardown closes the session
+    exchange = await call
+    return f"cancelled {moment} {exchange.status}"
+
+
+async def _disconnect(app: Quart, rng: random.Random, path: str) -> str:
+    gone = asyncio.Event()
+    call = asyncio.create_task(asgi.call(app, "GET", path, disconnect=gone))
+    await asyncio.sleep(rng.choice([0, 0.001, 0.01, 0.05]))
+    gone.set()
+    exchange = await call
+    return f"disconnected {exchange.status}"
+
+
+SCENARIOS: list[Scenario] = [
+    lambda app, state, rng: _plain(app, "GET", "/probe/read"),
+    lambda app, state, rng: _plain(app, "POST", "/probe/write"),
+    lambda app, state, rng: _plain(app, "GET", "/probe/boom"),
+    lambda app, state, rng: _plain(app, "GET", "/no/such/route"),
+    lambda app, state, rng: _cancel_at(app, state, rng, "GET", "/probe/slow", "query"),
+    lambda app, state, rng: _cancel_at(app, state, rng, "GET", "/probe/read", "query"),
+    lambda app, state, rng: _cancel_at(app, state, rng, "POST", "/probe/write", "commit"),
+    lambda app, state, rng: _disconnect(app, rng, "/probe/slow"),
+]
+
+
+async def test_no_session_or_connection_outlives_1000_mixed_requests(
+    real_app: Quart, probed: probe.ProbeState, database_url: str
+) -> None:
+    rng = random.Random(2003)
+    limit = asyncio.Semaphore(16)
+
+    async def one(index: int) -> str:
+        async with limit:
+            return await SCENARIOS[index % len(SCENARIOS)](real_app, probed, rng)
+
+    outcomes = Counter(await asyncio.gather(*(one(i) for i in range(1000))))
+    assert outcomes["GET /probe/read 200"] == 125
+    assert outcomes["POST /probe/write 201"] == 125
+    assert outcomes["GET /probe/boom 500"] == 125
+    assert outcomes["GET /no/such/route 404"] == 125
+    assert sum(n for outcome, n in outcomes.items() if outcome.startswith("cancelled")) == 375
+    db = get_database(real_app)
+    await _settle(db)
+    if make_url(database_url).get_backend_name() == "postgresql":
+        assert await _idle_in_transaction(database_url) == 0
+    # The service still works on the same pool afterwards.
+    response = await real_app.test_client().get("/probe/read")
+    assert response.status_code == 200
+
+
+async def test_app_creation_touches_no_database(tmp_path: object) -> None:
+    app = create_app(settings_for("postgresql+asyncpg://nobody@127.0.0.1:1/none"))
+    assert get_database(app)._engine is None
