@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import swagger_ui
 from quart import Quart
+from quart_schema import QuartSchema
 
+from service import __version__, auth, http
 from service.db import Database
 from service.errors import register_error_handlers
-from service.routes import health
+from service.routes import countries, health
 from service.settings import ConfigError, Settings, load_settings
+
+BLUEPRINTS = (health.blueprint, countries.blueprint)
+SWAGGER_UI_ASSETS = str(Path(swagger_ui.__file__).parent / "static")
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
@@ -19,16 +26,30 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     settings = config if isinstance(config, Settings) else load_settings(config)
     logging.basicConfig(level=settings.LOG_LEVEL)
 
-    app = Quart(__name__)
+    # The API docs page is served with Swagger UI's own assets: no internet access needed.
+    app = Quart(__name__, static_folder=SWAGGER_UI_ASSETS, static_url_path="/docs/static")
     app.config["SETTINGS"] = settings
-    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
+    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/docs/static/swagger-ui-bundle.js"
+    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/docs/static/swagger-ui.css"
 
-    # Extensions
+    # Extensions, in the order their request hooks must run.
+    QuartSchema(
+        app,
+        info={"title": "SARS records API", "version": __version__},
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+    )
+    http.init_app(app, settings)
     Database(settings).init_app(app)
+    auth.init_app(app)
 
     # Errors and blueprints
     register_error_handlers(app)
-    app.register_blueprint(health.blueprint)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     return app
 
 

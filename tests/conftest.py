@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from quart import Quart
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 
 from service.app import create_app
 from service.db import get_database
@@ -102,5 +102,5 @@ async def real_app(database_url: str) -> AsyncIterator[Quart]:
 
 
 @pytest.fixture
-def client(app: Quart) -> TestClientProtocol:
+def client(app: Quart) -> Client:
     return app.test_client()

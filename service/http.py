@@ -1,0 +1,123 @@
+"""HTTP plumbing shared by every route: JSON in and out, body limits, request ids."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+from quart import Quart, Response, current_app, g, request
+from quart.json.provider import DefaultJSONProvider
+from quart.wrappers import Request
+from werkzeug.routing import BaseConverter, ValidationError
+
+from service.errors import APIError
+from service.settings import Settings
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+BULK_ENDPOINTS = frozenset({"records.bulk_write"})
+MAX_ID = 2_147_483_647
+
+
+class JSONProvider(DefaultJSONProvider):
+    """orjson: fast, compact, UTC timestamps ending in ``Z``, keys in model order."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=_default, option=orjson.OPT_UTC_Z).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        data = args[0] if len(args) == 1 else (args or kwargs)
+        body = orjson.dumps(data, default=_default, option=orjson.OPT_UTC_Z)
+        return current_app.response_class(body, mimetype="application/json")
+
+
+def _default(value: Any) -> Any:
+    model_dump = getattr(value, "model_dump", None)
+    if model_dump is not None:
+        return model_dump(mode="json")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class ServiceRequest(Request):
+    """A request whose JSON body must be declared as JSON, within the route's size limit."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if not self.is_json:
+            raise APIError(415, "send the body as JSON with Content-Type: application/json")
+        data = await self.get_data(cache=cache, as_text=False)
+        if len(data) > body_limit():
+            raise APIError(413, f"the body is larger than {body_limit()} bytes")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise APIError(400, f"malformed JSON: {error}") from None
+
+
+def body_limit() -> int:
+    """The largest body the current route accepts."""
+    settings: Settings = current_app.config["SETTINGS"]
+    if request.endpoint in BULK_ENDPOINTS:
+        return settings.BULK_MAX_BODY_BYTES
+    return settings.MAX_BODY_BYTES
+
+
+async def _reject_oversized_body() -> None:
+    if request.content_length is not None and request.content_length > body_limit():
+        raise APIError(413, f"the body is larger than {body_limit()} bytes")
+
+
+async def _assign_request_id() -> None:
+    sent = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = sent if _VALID_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
+async def _echo_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
+    return response
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a positive 32-bit integer; anything else does not match (404)."""
+
+    regex = r"[1-9][0-9]{0,9}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+class TrailingSlashInsensitive:
+    """ASGI wrapper: ``/records/`` is ``/records``, served as is, with no redirect."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
+def init_app(app: Quart, settings: Settings) -> None:
+    """Install the JSON provider, the request class and the per-request hooks."""
+    app.url_map.converters["id"] = IdConverter
+    app.asgi_app = TrailingSlashInsensitive(app.asgi_app)  # type: ignore[method-assign]
+    app.json = JSONProvider(app)
+    app.request_class = ServiceRequest
+    # Quart enforces one limit for every route while the body streams in; the bulk route's
+    # larger limit is the ceiling, and body_limit() applies the per-route one.
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.MAX_BODY_BYTES, settings.BULK_MAX_BODY_BYTES)
+    app.before_request(_assign_request_id)
+    app.before_request(_reject_oversized_body)
+    app.after_request(_echo_request_id)

@@ -1,0 +1,158 @@
+"""Keyset (cursor) pagination and page/total pagination for every list.
+
+A cursor is the sort key of the last row served plus the order it belongs to, signed with
+HMAC so that a tampered cursor, or one from another order, is refused (422) instead of
+silently skipping rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from quart import current_app, request
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from service.errors import FieldError, validation_error
+from service.settings import Settings
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """An order a list supports: ``name`` or ``-name``, always broken by id."""
+
+    column: InstrumentedAttribute[Any]
+    id_column: InstrumentedAttribute[Any]
+    descending: bool
+
+    def order_by(self) -> list[ColumnElement[Any]]:
+        if self.descending:
+            return [self.column.desc(), self.id_column.desc()]
+        return [self.column.asc(), self.id_column.asc()]
+
+    def after(self, value: Any, row_id: int) -> ColumnElement[bool]:
+        """Rows strictly after (value, row_id) in this order."""
+        if self.column is self.id_column:
+            return self.id_column < row_id if self.descending else self.id_column > row_id
+        if self.descending:
+            return or_(self.column < value, and_(self.column == value, self.id_column < row_id))
+        return or_(self.column > value, and_(self.column == value, self.id_column > row_id))
+
+
+def sort_keys(
+    id_column: InstrumentedAttribute[Any], **columns: InstrumentedAttribute[Any]
+) -> dict[str, SortKey]:
+    """The ``order`` values a list accepts: each column ascending and (with ``-``) descending."""
+    keys = {"id": id_column, **columns}
+    orders: dict[str, SortKey] = {}
+    for name, column in keys.items():
+        orders[name] = SortKey(column, id_column, descending=False)
+        orders[f"-{name}"] = SortKey(column, id_column, descending=True)
+    return orders
+
+
+def _secret() -> bytes:
+    settings: Settings = current_app.config["SETTINGS"]
+    return settings.CURSOR_SECRET.encode()
+
+
+def _signature(payload: bytes) -> str:
+    digest = hmac.new(_secret(), payload, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def encode_cursor(order: str, value: Any, row_id: int) -> str:
+    payload = orjson.dumps([order, _jsonable(value), row_id])
+    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    return f"{body}.{_signature(payload)}"
+
+
+def decode_cursor(cursor: str, order: str) -> tuple[Any, int]:
+    """The (value, id) a cursor resumes after; 422 when it was altered or is for another order."""
+    invalid = validation_error([FieldError("cursor", "the cursor is invalid or was altered")])
+    body, _, signature = cursor.partition(".")
+    try:
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except ValueError:
+        raise invalid from None
+    if not hmac.compare_digest(signature, _signature(payload)):
+        raise invalid
+    cursor_order, value, row_id = orjson.loads(payload)
+    if cursor_order != order:
+        raise validation_error(
+            [FieldError("cursor", f"the cursor belongs to order {cursor_order!r}, not {order!r}")]
+        )
+    return value, row_id
+
+
+def _python_value(key: SortKey, value: Any) -> Any:
+    if isinstance(value, str) and key.column.type.python_type is dt.date:
+        return dt.date.fromisoformat(value)
+    return value
+
+
+@dataclass
+class CursorPage:
+    items: Sequence[Any]
+    next_cursor: str | None
+
+
+async def cursor_page(
+    session: AsyncSession,
+    statement: Select[Any],
+    key: SortKey,
+    order: str,
+    limit: int,
+    cursor: str | None,
+) -> CursorPage:
+    """One page of ``statement`` (which selects ORM rows) after ``cursor``, in ``key`` order."""
+    if cursor:
+        value, row_id = decode_cursor(cursor, order)
+        statement = statement.where(key.after(_python_value(key, value), row_id))
+    statement = statement.order_by(*key.order_by()).limit(limit + 1)
+    rows = (await session.scalars(statement)).all()
+    if len(rows) <= limit:
+        return CursorPage(rows, None)
+    last = rows[limit - 1]
+    sort_value = getattr(last, key.column.key)
+    return CursorPage(rows[:limit], encode_cursor(order, sort_value, last.id))
+
+
+@dataclass
+class NumberedPage:
+    items: Sequence[Any]
+    total: int
+
+
+async def numbered_page(
+    session: AsyncSession, statement: Select[Any], key: SortKey, page: int, per_page: int
+) -> NumberedPage:
+    """Page ``page`` (from 1) of ``statement`` with the total row count."""
+    total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    rows = await session.scalars(
+        statement.order_by(*key.order_by()).offset((page - 1) * per_page).limit(per_page)
+    )
+    return NumberedPage(rows.all(), total)
+
+
+def next_link(cursor: str) -> str:
+    """A ``Link`` header value for the next page: this request's URL with the new cursor."""
+    params = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
+    params.append(("cursor", cursor))
+    return f'<{request.base_url}?{urlencode(params)}>; rel="next"'

@@ -1,0 +1,97 @@
+"""Country queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import conflict, not_found
+from service.models import Country, Record, utc_now
+from service.pagination import SortKey, sort_keys
+
+ORDERS: dict[str, SortKey] = sort_keys(Country.id, name=Country.name)
+
+
+def list_statement(q: str | None) -> Select[Any]:
+    statement = select(Country)
+    if q:
+        statement = statement.where(func.lower(Country.name).contains(q.lower(), autoescape=True))
+    return statement
+
+
+async def get_country(session: AsyncSession, country_id: int) -> Country:
+    country = await session.get(Country, country_id)
+    if country is None:
+        raise not_found(f"country {country_id} does not exist")
+    return country
+
+
+async def _flush_unique_name(session: AsyncSession, name: str) -> None:
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise conflict(f"a country named {name!r} already exists") from None
+
+
+async def _refuse_taken_name(session: AsyncSession, name: str) -> None:
+    if await session.scalar(select(Country.id).where(Country.name == name)) is not None:
+        raise conflict(f"a country named {name!r} already exists")
+
+
+async def create_country(session: AsyncSession, name: str) -> Country:
+    await _refuse_taken_name(session, name)
+    country = Country(name=name)
+    session.add(country)
+    await _flush_unique_name(session, name)
+    return country
+
+
+async def rename_country(session: AsyncSession, country_id: int, name: str) -> Country:
+    country = await get_country(session, country_id)
+    if country.name != name:
+        await _refuse_taken_name(session, name)
+        country.name = name
+        await _flush_unique_name(session, name)
+    return country
+
+
+async def delete_country(session: AsyncSession, country_id: int, *, cascade: bool) -> None:
+    """Delete a country; its records go too only with ``cascade``, else 409 while it has any."""
+    country = await get_country(session, country_id)
+    if cascade:
+        await session.execute(delete(Record).where(Record.country_id == country_id))
+    elif await session.scalar(select(Record.id).where(Record.country_id == country_id).limit(1)):
+        raise conflict(
+            f"country {country_id} still has records; delete them first or pass cascade=true"
+        )
+    await session.delete(country)
+    await session.flush()
+
+
+async def country_id_for_name(session: AsyncSession, name: str) -> int:
+    """The id of the country called ``name``, creating it if new; safe under concurrency.
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` lets simultaneous creators race without an error:
+    one inserts, the others find the row once its transaction commits.
+    """
+    found = await session.scalar(select(Country.id).where(Country.name == name))
+    if found is not None:
+        return found
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(Country)
+        .values(name=name, created_at=utc_now(), updated_at=utc_now())
+        .on_conflict_do_nothing(index_elements=[Country.name])
+        .returning(Country.id)
+    )
+    created = await session.scalar(statement)
+    if created is not None:
+        return created
+    existing = await session.scalar(select(Country.id).where(Country.name == name))
+    assert existing is not None
+    return existing

@@ -1,0 +1,1 @@
+"""Typed request and response schemas, one module per resource."""
