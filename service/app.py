@@ -11,13 +11,21 @@ import swagger_ui
 from quart import Quart
 from quart_schema import QuartSchema
 
-from service import __version__, auth, http
+from service import __version__, auth, cors, http, metrics
 from service.db import Database
 from service.errors import register_error_handlers
-from service.routes import countries, health
+from service.openapi import ServiceOpenAPIProvider
+from service.routes import countries, health, meta, records, sources, stats
 from service.settings import ConfigError, Settings, load_settings
 
-BLUEPRINTS = (health.blueprint, countries.blueprint)
+BLUEPRINTS = (
+    meta.blueprint,
+    health.blueprint,
+    countries.blueprint,
+    records.blueprint,
+    sources.blueprint,
+    stats.blueprint,
+)
 SWAGGER_UI_ASSETS = str(Path(swagger_ui.__file__).parent / "static")
 
 
@@ -33,6 +41,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/docs/static/swagger-ui.css"
 
     # Extensions, in the order their request hooks must run.
+    metrics.init_app(app)
     QuartSchema(
         app,
         info={"title": "SARS records API", "version": __version__},
@@ -41,8 +50,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
         redoc_ui_path=None,
         scalar_ui_path=None,
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        openapi_provider_class=ServiceOpenAPIProvider,
     )
     http.init_app(app, settings)
+    cors.init_app(app, settings)
     Database(settings).init_app(app)
     auth.init_app(app)
 

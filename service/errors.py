@@ -79,11 +79,17 @@ def field_errors_from_pydantic(raw_errors: list[Any]) -> list[FieldError]:
     return [FieldError(_dotted(error["loc"]), error["msg"]) for error in raw_errors]
 
 
+_WRONG_BODY_TYPES = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
 def _from_schema_validation(error: RequestSchemaValidationError) -> APIError:
     cause = error.validation_error
-    if isinstance(cause, TypeError | ValueError) and hasattr(cause, "errors"):
-        return validation_error(field_errors_from_pydantic(cause.errors()))
-    return validation_error([FieldError("body", str(cause))])
+    if not (isinstance(cause, TypeError | ValueError) and hasattr(cause, "errors")):
+        return validation_error([FieldError("body", str(cause))])
+    raw_errors = cause.errors()
+    if any(not e["loc"] and e["type"] in _WRONG_BODY_TYPES for e in raw_errors):
+        return APIError(400, "the body must be a JSON object")
+    return validation_error(field_errors_from_pydantic(raw_errors))
 
 
 def translate_database_error(error: Exception) -> APIError | None:

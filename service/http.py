@@ -10,7 +10,7 @@ import orjson
 from quart import Quart, Response, current_app, g, request
 from quart.json.provider import DefaultJSONProvider
 from quart.wrappers import Request
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug.routing import BaseConverter
 
 from service.errors import APIError
 from service.settings import Settings
@@ -19,20 +19,21 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 BULK_ENDPOINTS = frozenset({"records.bulk_write"})
 MAX_ID = 2_147_483_647
+_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
 class JSONProvider(DefaultJSONProvider):
     """orjson: fast, compact, UTC timestamps ending in ``Z``, keys in model order."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return orjson.dumps(obj, default=_default, option=orjson.OPT_UTC_Z).decode()
+        return orjson.dumps(obj, default=_default, option=_OPTIONS).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         data = args[0] if len(args) == 1 else (args or kwargs)
-        body = orjson.dumps(data, default=_default, option=orjson.OPT_UTC_Z)
+        body = orjson.dumps(data, default=_default, option=_OPTIONS)
         return current_app.response_class(body, mimetype="application/json")
 
 
@@ -84,13 +85,16 @@ async def _echo_request_id(response: Response) -> Response:
 class IdConverter(BaseConverter):
     """``<id:name>``: a positive 32-bit integer; anything else does not match (404)."""
 
-    regex = r"[1-9][0-9]{0,9}"
+    # 1 to 2147483647 spelled out: a converter that refused a match later (ValidationError)
+    # would leave werkzeug answering 405 for the methods of the route it had matched.
+    regex = (
+        r"(?:[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}"
+        r"|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}"
+        r"|21474836[0-3][0-9]|214748364[0-7])"
+    )
 
     def to_python(self, value: str) -> int:
-        number = int(value)
-        if number > MAX_ID:
-            raise ValidationError()
-        return number
+        return int(value)
 
     def to_url(self, value: Any) -> str:
         return str(value)

@@ -8,6 +8,8 @@ from typing import Any
 
 from quart import Quart
 
+from tests.conftest import TOKEN
+
 
 @dataclass
 class Exchange:
@@ -30,6 +32,7 @@ async def call(
     sent_body = False
     exchange = Exchange()
     raw_headers = [(b"host", b"test"), (b"content-type", b"application/json")]
+    raw_headers.append((b"authorization", f"Bearer {TOKEN}".encode()))
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     path, _, query = path.partition("?")
     scope: dict[str, Any] = {

@@ -25,7 +25,7 @@ from service.db import (
 from service.models import Country
 from service.settings import load_settings
 from tests import asgi, probe
-from tests.conftest import settings_for
+from tests.conftest import AUTH, settings_for
 
 
 async def _settle(db: Database) -> None:
@@ -165,7 +165,7 @@ async def test_stream_with_context_runs_teardown_twice_harmlessly(real_app: Quar
 async def test_background_task_uses_its_own_scope(
     real_app: Quart, probed: probe.ProbeState
 ) -> None:
-    response = await real_app.test_client().post("/probe/background")
+    response = await real_app.test_client().post("/probe/background", headers=AUTH)
     assert response.status_code == 202
     await asyncio.wait_for(probed.background_done.wait(), 10)
     db = get_database(real_app)
@@ -189,7 +189,7 @@ async def test_sqlite_concurrent_read_then_write_requests_all_succeed(
 ) -> None:
     client = real_app.test_client()
     responses = await asyncio.gather(
-        *(client.post("/probe/write", headers={"X-Probe-Key": f"w{i}"}) for i in range(50))
+        *(client.post("/probe/write", headers={"X-Probe-Key": f"w{i}", **AUTH}) for i in range(50))
     )
     assert Counter(r.status_code for r in responses) == {201: 50}
     db = get_database(real_app)

@@ -8,10 +8,10 @@ from quart_schema import document_response, validate_querystring, validate_reque
 from service.db import current_session
 from service.listing import ListBody, paginate
 from service.queries import countries as queries
-from service.schemas.common import CursorList, NumberedList
 from service.schemas.countries import (
     CountryCreate,
     CountryDeleteQuery,
+    CountryList,
     CountryPublic,
     CountryQuery,
     CountryUpdate,
@@ -22,7 +22,7 @@ blueprint = Blueprint("countries", __name__)
 
 @blueprint.get("/countries")
 @validate_querystring(CountryQuery)
-@document_response(CursorList[CountryPublic] | NumberedList[CountryPublic])
+@document_response(CountryList)
 async def list_countries(query_args: CountryQuery) -> tuple[ListBody, int, dict[str, str]]:
     """List countries, optionally filtered by a case-insensitive substring of the name."""
     body, headers = await paginate(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from quart import Blueprint
+from quart_schema import document_response
 
 blueprint = Blueprint("health", __name__)
 
 
+class Health(BaseModel):
+    status: str
+
+
 @blueprint.get("/health")
-async def health() -> dict[str, str]:
+@document_response(Health)
+async def health() -> Health:
     """Report that the process is alive."""
-    return {"status": "ok"}
+    return Health(status="ok")

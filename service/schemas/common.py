@@ -25,12 +25,31 @@ def _iso_date(value: Any) -> Any:
     return value
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON numbers with no fraction (5 or 5.0); never strings or booleans."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
-Id = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+Id = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_ID)]
 QueryId = Annotated[int, Field(ge=1, le=MAX_ID)]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+Count = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_COUNT)]
 QueryCount = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Control characters (NUL above all, which PostgreSQL cannot store) are never valid text here.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS
+    ),
+]
+QueryText = Annotated[str, StringConstraints(max_length=100, pattern=NO_CONTROL_CHARACTERS)]
 
 
 class Schema(BaseModel):

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import RootModel
 
-from service.schemas.common import ListQuery, Name, PublicSchema, QuerySchema, Schema
+from service.schemas.common import (
+    CursorList,
+    ListQuery,
+    Name,
+    NumberedList,
+    PublicSchema,
+    QuerySchema,
+    QueryText,
+    Schema,
+)
 
 
 class CountryCreate(Schema):
@@ -25,8 +34,12 @@ class CountryPublic(PublicSchema):
     updated_at: dt.datetime
 
 
+class CountryList(RootModel[CursorList[CountryPublic] | NumberedList[CountryPublic]]):
+    """A page of countries: by cursor (default) or by number."""
+
+
 class CountryQuery(ListQuery):
-    q: Annotated[str, Field(max_length=100)] | None = None
+    q: QueryText | None = None
     order: Literal["id", "-id", "name", "-name"] = "id"
 
 

@@ -55,7 +55,15 @@ async def test_delete_with_records_needs_cascade(client: Client) -> None:
 
 
 async def test_name_validation(client: Client) -> None:
-    for payload in ({"name": ""}, {"name": "   "}, {"name": "x" * 101}, {}, {"name": 5}):
+    for payload in (
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 101},
+        {},
+        {"name": 5},
+        {"name": "nul\u0000byte"},
+        {"name": "tab\tinside"},
+    ):
         response = await client.post("/countries", json=payload, headers=AUTH)
         assert response.status_code == 422, payload
         body = await response.get_json()
@@ -101,3 +109,9 @@ async def test_unknown_and_malformed_ids_are_404(client: Client) -> None:
         response = await client.get(path)
         assert response.status_code == 404, path
         assert response.headers["Content-Type"] == "application/problem+json"
+
+
+async def test_control_characters_in_query_text_are_422(client: Client) -> None:
+    for path in ("/countries?q=%00", "/records?country=a%00b", "/countries?q=%1f"):
+        response = await client.get(path)
+        assert response.status_code == 422, path

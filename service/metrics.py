@@ -1,0 +1,147 @@
+"""Prometheus metrics of one app: requests, their durations, the pool, sessions and queries.
+
+Each app has a registry of its own, so several apps in one process (the tests) never clash.
+Labels are bounded: ``route`` is the URL rule (``/records/<id:record_id>``), never the raw
+path, and ``unmatched`` for a request no rule matched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from quart import Quart, Response, current_app, g, request
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from service.db import get_database
+
+EXTENSION_KEY = "metrics"
+# The classic text format; newer prometheus_client versions default to 1.0.0.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED_ROUTE = "unmatched"
+OTHER_METHOD = "OTHER"
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+
+
+class Metrics:
+    """The registry of one app and the metrics its request hooks and engine listener feed."""
+
+    def __init__(self, app: Quart) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests served, by method, URL rule and status.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.durations = Histogram(
+            "http_request_duration_seconds",
+            "Time from the first request hook to the response, by method and URL rule.",
+            ("method", "route"),
+            registry=self.registry,
+        )
+        self.queries = Counter(
+            "db_queries", "SQL statements sent to the database.", registry=self.registry
+        )
+        self.registry.register(DatabaseCollector(app, self))
+        # The engine whose statements are counted; None until the Database creates one.
+        self.engine: AsyncEngine | None = None
+
+    def watch(self, engine: AsyncEngine) -> None:
+        """Count the statements of ``engine``; idempotent, and follows a recreated engine."""
+        if engine is not self.engine:
+            event.listen(engine.sync_engine, "before_cursor_execute", self._count_query)
+            self.engine = engine
+
+    def _count_query(self, *_args: Any) -> None:
+        self.queries.inc()
+
+    # -- the request hooks --------------------------------------------------------------------
+
+    async def _watch_engine(self) -> None:
+        # The engine is created lazily; touching it here (no connection is made) makes the
+        # count cover everything from the start of serving, requests or not.
+        self.watch(get_database(current_app).engine)
+
+    async def _start_timer(self) -> None:
+        g.metrics_started = time.perf_counter()
+        await self._watch_engine()
+
+    async def _record_request(self, response: Response) -> Response:
+        method = request.method if request.method in _KNOWN_METHODS else OTHER_METHOD
+        rule = request.url_rule
+        route = rule.rule if rule is not None else UNMATCHED_ROUTE
+        self.requests.labels(method, route, str(response.status_code)).inc()
+        started: float | None = g.pop("metrics_started", None)
+        if started is not None:
+            self.durations.labels(method, route).observe(time.perf_counter() - started)
+        return response
+
+
+class DatabaseCollector(Collector):
+    """Pool and session gauges, read at scrape time."""
+
+    def __init__(self, app: Quart, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(pool_size=None, checked_out=None, sessions=None)
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.metrics.engine
+        pool = engine.pool if engine is not None else None
+        pool_size, checked_out = (0, 0)
+        if isinstance(pool, QueuePool):  # the pool of both backends; others have no size
+            pool_size, checked_out = pool.size(), pool.checkedout()
+        sessions = get_database(self.app).open_sessions
+        yield from self._families(pool_size=pool_size, checked_out=checked_out, sessions=sessions)
+
+    @staticmethod
+    def _families(
+        *, pool_size: int | None, checked_out: int | None, sessions: int | None
+    ) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "db_pool_size", "Connections the pool keeps (0 before the engine exists).", pool_size
+        )
+        yield GaugeMetricFamily(
+            "db_pool_checked_out", "Pooled connections in use right now.", checked_out
+        )
+        yield GaugeMetricFamily(
+            "db_sessions_open",
+            "Live entries in the task-scoped session registry, the scrape's own included.",
+            sessions,
+        )
+
+
+def get_metrics(app: Quart | None = None) -> Metrics:
+    """The Metrics of ``app`` (default: the current app)."""
+    metrics = (app or current_app).extensions[EXTENSION_KEY]
+    assert isinstance(metrics, Metrics)
+    return metrics
+
+
+def exposition(app: Quart | None = None) -> bytes:
+    """Every metric of ``app`` in the Prometheus text format (see CONTENT_TYPE)."""
+    return generate_latest(get_metrics(app).registry)
+
+
+def init_app(app: Quart) -> None:
+    """Give ``app`` its registry and the hooks that feed it.
+
+    Call it before the other extensions: its ``before_request`` then runs first and its
+    ``after_request`` last, so the timing covers every other hook, and responses made by
+    error handlers are counted like any other.
+    """
+    metrics = Metrics(app)
+    app.extensions[EXTENSION_KEY] = metrics
+    app.before_serving(metrics._watch_engine)
+    app.before_request(metrics._start_timer)
+    app.after_request(metrics._record_request)

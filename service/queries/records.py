@@ -1,0 +1,170 @@
+"""Record queries: reads with their country and sources loaded up front, writes, bulk writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload, selectinload
+
+from service.errors import APIError, FieldError, conflict, not_found, validation_error
+from service.models import Country, Record, Source, record_sources
+from service.pagination import SortKey, sort_keys
+from service.queries.countries import country_id_for_name
+from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
+
+ORDERS: dict[str, SortKey] = sort_keys(Record.id, date=Record.date, cases=Record.cases)
+WRITABLE_FIGURES = ("date", "cases", "deaths", "recoveries")
+
+
+def _with_relations(statement: Select[Any]) -> Select[Any]:
+    return statement.options(
+        joinedload(Record.country), selectinload(Record.sources).load_only(Source.id)
+    )
+
+
+def list_statement(filters: RecordFilters, *, source_id: int | None = None) -> Select[Any]:
+    """Records matching the contract's filters, with country and source ids loaded."""
+    statement = select(Record)
+    if filters.country is not None:
+        country_ids = select(Country.id).where(Country.name == filters.country)
+        statement = statement.where(Record.country_id.in_(country_ids))
+    if filters.country_id is not None:
+        statement = statement.where(Record.country_id == filters.country_id)
+    if filters.date_from is not None:
+        statement = statement.where(Record.date >= filters.date_from)
+    if filters.date_to is not None:
+        statement = statement.where(Record.date <= filters.date_to)
+    if filters.min_cases is not None:
+        statement = statement.where(Record.cases >= filters.min_cases)
+    if source_id is not None:
+        linked = select(record_sources.c.record_id).where(record_sources.c.source_id == source_id)
+        statement = statement.where(Record.id.in_(linked))
+    return _with_relations(statement)
+
+
+def to_public(record: Record) -> RecordPublic:
+    return RecordPublic(
+        id=record.id,
+        country_id=record.country_id,
+        country=record.country.name,
+        date=record.date,
+        cases=record.cases,
+        deaths=record.deaths,
+        recoveries=record.recoveries,
+        source_ids=sorted(source.id for source in record.sources),
+        version=record.version,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+async def get_record(session: AsyncSession, record_id: int) -> Record:
+    statement = _with_relations(select(Record).where(Record.id == record_id))
+    record: Record | None = await session.scalar(statement)
+    if record is None:
+        raise not_found(f"record {record_id} does not exist")
+    return record
+
+
+def check_if_match(record: Record, if_match: str | None) -> None:
+    """Refuse (412) a write whose ``If-Match`` names another version than the stored one."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    wanted = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if f'"{record.version}"' not in wanted:
+        raise APIError(
+            412, f"record {record.id} is at version {record.version}; re-read it and retry"
+        )
+
+
+async def _country(session: AsyncSession, name: str | None, country_id: int | None) -> Country:
+    if name is not None:
+        country_id = await country_id_for_name(session, name)
+    assert country_id is not None
+    country = await session.get(Country, country_id)
+    if country is None:
+        raise validation_error([FieldError("country_id", f"country {country_id} does not exist")])
+    return country
+
+
+async def _sources(session: AsyncSession, source_ids: Sequence[int]) -> list[Source]:
+    wanted = list(dict.fromkeys(source_ids))
+    if not wanted:
+        return []
+    found = {s.id: s for s in await session.scalars(select(Source).where(Source.id.in_(wanted)))}
+    missing = [
+        FieldError(f"source_ids.{index}", f"source {source_id} does not exist")
+        for index, source_id in enumerate(source_ids)
+        if source_id not in found
+    ]
+    if missing:
+        raise validation_error(missing)
+    return [found[source_id] for source_id in wanted]
+
+
+async def _refuse_duplicate_key(
+    session: AsyncSession, country: Country, date: Any, record_id: int | None = None
+) -> None:
+    statement = select(Record.id).where(Record.country_id == country.id, Record.date == date)
+    existing = await session.scalar(statement)
+    if existing is not None and existing != record_id:
+        raise conflict(f"{country.name} already has a record for {date} (record {existing})")
+
+
+async def create_record(session: AsyncSession, data: RecordCreate) -> Record:
+    country = await _country(session, data.country, data.country_id)
+    sources = await _sources(session, data.source_ids)
+    await _refuse_duplicate_key(session, country, data.date)
+    record = Record(
+        country=country,
+        date=data.date,
+        cases=data.cases,
+        deaths=data.deaths,
+        recoveries=data.recoveries,
+        sources=sources,
+    )
+    session.add(record)
+    await session.flush()
+    return record
+
+
+async def update_record(
+    session: AsyncSession, record: Record, data: RecordCreate | RecordPatch
+) -> Record:
+    """Apply the fields ``data`` sets (all of them for a PUT); stale versions raise 412."""
+    fields = data.model_dump(exclude_unset=isinstance(data, RecordPatch))
+    if fields.get("country") is not None or fields.get("country_id") is not None:
+        record.country = await _country(session, fields.get("country"), fields.get("country_id"))
+    for name in WRITABLE_FIGURES:
+        if fields.get(name) is not None:
+            setattr(record, name, fields[name])
+    if fields.get("source_ids") is not None:
+        record.sources = await _sources(session, fields["source_ids"])
+    await _refuse_duplicate_key(session, record.country, record.date, record.id)
+    await session.flush()
+    return record
+
+
+async def delete_record(session: AsyncSession, record: Record) -> None:
+    await session.delete(record)
+    await session.flush()
+
+
+async def existing_keys(
+    session: AsyncSession, keys: Sequence[tuple[int, Any]]
+) -> dict[tuple[int, Any], int]:
+    """Which (country_id, date) keys are stored already, with their record ids."""
+    found: dict[tuple[int, Any], int] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        rows = await session.execute(
+            select(Record.country_id, Record.date, Record.id).where(
+                tuple_(Record.country_id, Record.date).in_(chunk)
+            )
+        )
+        found.update({(row.country_id, row.date): row.id for row in rows})
+    return found
