@@ -56,7 +56,7 @@ def _slow_query() -> Any:
         return text("SELECT pg_sleep(0.2)")
     # About 0.2 s of work for SQLite's virtual machine.
     return text(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600000) "
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000) "
         "SELECT count(*) FROM n"
     )
 
