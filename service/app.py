@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,10 @@ import swagger_ui
 from quart import Quart
 from quart_schema import QuartSchema
 
-from service import __version__, auth, cors, http, metrics
+from service import __version__, auth, cors, http, logs, metrics
 from service.db import Database
 from service.errors import register_error_handlers
+from service.logs import configure_logging
 from service.openapi import ServiceOpenAPIProvider
 from service.routes import countries, health, meta, records, sources, stats
 from service.settings import ConfigError, Settings, load_settings
@@ -32,7 +32,7 @@ SWAGGER_UI_ASSETS = str(Path(swagger_ui.__file__).parent / "static")
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     """Build the app from ``config`` (a Settings, or overrides of the environment)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
-    logging.basicConfig(level=settings.LOG_LEVEL)
+    configure_logging(settings)
 
     # The API docs page is served with Swagger UI's own assets: no internet access needed.
     app = Quart(__name__, static_folder=SWAGGER_UI_ASSETS, static_url_path="/docs/static")
@@ -53,6 +53,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
         openapi_provider_class=ServiceOpenAPIProvider,
     )
     http.init_app(app, settings)
+    logs.init_app(app)
     cors.init_app(app, settings)
     Database(settings).init_app(app)
     auth.init_app(app)

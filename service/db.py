@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from service.logs import watch_statements
 from service.settings import Settings
 
 EXTENSION_KEY = "db"
@@ -49,11 +50,16 @@ class SessionInUseError(RuntimeError):
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """Create the engine with the options each backend needs."""
-    if settings.is_sqlite:
-        return _create_sqlite_engine(settings)
+    engine = _create_sqlite_engine(settings) if settings.is_sqlite else _create_pg_engine(settings)
+    watch_statements(engine, settings)
+    return engine
+
+
+def _create_pg_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url,
         echo=settings.DB_ECHO,
+        hide_parameters=True,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
@@ -99,6 +105,7 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url,
         echo=settings.DB_ECHO,
+        hide_parameters=True,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,

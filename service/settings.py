@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     DB_STATEMENT_CACHE_SIZE: int = Field(default=100, ge=0)
     CORS_ORIGINS: Annotated[tuple[str, ...], NoDecode] = ()
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    SLOW_QUERY_MS: float = Field(default=500, ge=0)
     MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1)
     BULK_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1)
     CURSOR_SECRET: str = Field(default="change-me-outside-development", min_length=8)
@@ -60,6 +62,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("LOG_FORMAT", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("DATABASE_URL")
     @classmethod

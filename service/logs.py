@@ -1,0 +1,131 @@
+"""Logging: one line per request, slow statements, JSON or text; never a secret.
+
+Statement parameters never reach the logs (the engine hides them, SQL echo included), and
+request headers are never logged, so bearer tokens cannot leak.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+from quart import Quart, Response, g, request
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.settings import Settings
+
+request_logger = logging.getLogger("service.request")
+slow_query_logger = logging.getLogger("service.slow_query")
+
+# Statements run by the current request, counted by the engine listener below.
+_statements: ContextVar[list[int] | None] = ContextVar("statements", default=None)
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(
+            (key, value)
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD_ATTRIBUTES
+        )
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``LEVEL logger: message key=value ...`` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD_ATTRIBUTES
+        )
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{line} {fields}" if fields else line
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send logs to stderr in the configured format, unless the host already configured them."""
+    root = logging.getLogger()
+    root.setLevel(settings.LOG_LEVEL)
+    # aiosqlite's debug lines print every statement's parameters: keep them out at any level.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if settings.LOG_FORMAT == "json" else TextFormatter())
+    root.addHandler(handler)
+
+
+def watch_statements(engine: AsyncEngine, settings: Settings) -> None:
+    """Count each request's statements and log those slower than SLOW_QUERY_MS."""
+    threshold = settings.SLOW_QUERY_MS / 1000
+
+    def before(conn: Connection, *_args: Any) -> None:
+        box = _statements.get()
+        if box is not None:
+            box[0] += 1
+        conn.info.setdefault("statement_started", []).append(time.perf_counter())
+
+    def after(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        elapsed = time.perf_counter() - conn.info["statement_started"].pop()
+        if threshold and elapsed >= threshold:
+            slow_query_logger.warning(
+                "slow statement",
+                extra={"duration_ms": round(elapsed * 1000, 1), "statement": statement},
+            )
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
+
+
+async def _start_request_log() -> None:
+    g.log_started = time.perf_counter()
+    g.log_statements = [0]
+    _statements.set(g.log_statements)
+
+
+async def _log_request(response: Response) -> Response:
+    started = g.get("log_started")
+    if started is not None:
+        rule = request.url_rule
+        request_logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "route": rule.rule if rule is not None else None,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "queries": g.log_statements[0],
+            },
+        )
+    return response
+
+
+def init_app(app: Quart) -> None:
+    app.before_request(_start_request_log)
+    app.after_request(_log_request)
