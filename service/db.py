@@ -10,6 +10,7 @@ never creates a session, so a task that forgot its scope fails loudly instead of
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from quart import Quart, current_app, request
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_scoped_session,
@@ -37,6 +39,10 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SQLITE_BEGIN = "sqlite_begin"
 _WRITE_OPTIONS = {SQLITE_BEGIN: "IMMEDIATE"}
 _READ_OPTIONS = {SQLITE_BEGIN: "DEFERRED"}
+# PostgreSQL reads run outside a transaction block: no BEGIN/ROLLBACK round trips. Each
+# statement still sees one consistent snapshot; a read of several statements may see a
+# write that committed between them (READ COMMITTED allows that inside a transaction too).
+_POSTGRES_READ_OPTIONS = {"isolation_level": "AUTOCOMMIT"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -68,10 +74,19 @@ def _create_pg_engine(settings: Settings) -> AsyncEngine:
             # A dead server must fail the request within the pool timeout, not hang it.
             "timeout": settings.DB_POOL_TIMEOUT,
             "prepared_statement_cache_size": settings.DB_STATEMENT_CACHE_SIZE,
+            # Behind PgBouncer's transaction pooling, names asyncpg numbers per connection
+            # collide on the shared server connections ("... already exists").
+            "prepared_statement_name_func": (
+                _unique_statement_name if settings.DB_UNIQUE_STATEMENT_NAMES else None
+            ),
         },
     )
     event.listen(engine.sync_engine, "do_connect", _use_shielded_connect)
     return engine
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 def _use_shielded_connect(
@@ -146,6 +161,8 @@ class Database:
         self.scoped = async_scoped_session(self.sessionmaker, scopefunc=asyncio.current_task)
         # Closes that outlived a cancelled caller; kept referenced so they run to the end.
         self._closing: set[asyncio.Task[None]] = set()
+        postgres_reads = not settings.is_sqlite
+        self._read_options = _POSTGRES_READ_OPTIONS if postgres_reads else _READ_OPTIONS
 
     # -- engine -----------------------------------------------------------------------------
 
@@ -156,6 +173,16 @@ class Database:
             self._engine = create_engine(self.settings)
             self.sessionmaker.configure(bind=self._engine)
         return self._engine
+
+    def join_transaction(self, connection: AsyncConnection) -> None:
+        """Bind every session to ``connection``'s open transaction, each in a SAVEPOINT.
+
+        For tests: whatever requests commit is released into the outer transaction, which
+        the test rolls back. Reads then share that transaction instead of autocommitting.
+        """
+        self.engine  # noqa: B018 - create the engine before rebinding the sessionmaker
+        self.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
+        self._read_options = _READ_OPTIONS
 
     async def wait_for_closes(self) -> None:
         """Wait for session closes that outlived the (cancelled) tasks that started them."""
@@ -190,7 +217,7 @@ class Database:
                 "this task already has a session; nested scopes need a task of their own"
             )
         self.engine  # noqa: B018 - binds the sessionmaker on first use
-        options = _WRITE_OPTIONS if writes else _READ_OPTIONS
+        options = _WRITE_OPTIONS if writes else self._read_options
         return self.scoped(execution_options=options)
 
     def session(self) -> AsyncSession:

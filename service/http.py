@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from quart import Quart, Response, current_app, g, request
 from quart.json.provider import DefaultJSONProvider
 from quart.wrappers import Request
@@ -113,11 +114,41 @@ class TrailingSlashInsensitive:
         await self.app(scope, receive, send)
 
 
+def _parts(result: Any) -> tuple[Any, int, Any]:
+    """(body, status, headers) of a handler's return value, in any of Quart's shapes."""
+    if not isinstance(result, tuple):
+        return result, 200, None
+    if len(result) == 3:
+        return result
+    body, extra = result
+    return (body, extra, None) if isinstance(extra, int) else (body, 200, extra)
+
+
+def _serialize_models_directly(app: Quart) -> None:
+    """Turn a returned pydantic model into JSON in one step (pydantic's own serializer).
+
+    quart-schema would dump the model to Python objects and then hand them to the JSON
+    provider; serializing straight to JSON bytes is several times cheaper per response.
+    """
+    convert = app.make_response
+
+    async def make_response(result: Any) -> Any:
+        value, status, headers = _parts(result)
+        if isinstance(value, BaseModel):
+            return app.response_class(
+                value.model_dump_json(), status, headers, content_type="application/json"
+            )
+        return await convert(result)
+
+    app.make_response = make_response  # type: ignore[method-assign]
+
+
 def init_app(app: Quart, settings: Settings) -> None:
     """Install the JSON provider, the request class and the per-request hooks."""
     app.url_map.converters["id"] = IdConverter
     app.asgi_app = TrailingSlashInsensitive(app.asgi_app)  # type: ignore[method-assign]
     app.json = JSONProvider(app)
+    _serialize_models_directly(app)
     app.request_class = ServiceRequest
     # Quart enforces one limit for every route while the body streams in; the bulk route's
     # larger limit is the ceiling, and body_limit() applies the per-route one.

@@ -7,11 +7,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import FieldError, validation_error
-from service.pagination import SortKey, cursor_page, next_link, numbered_page
+from service.pagination import AnySelect, SortKey, cursor_page, next_link, numbered_page
 from service.schemas.common import CursorList, ListQuery, NumberedList
 
 P = TypeVar("P", bound=BaseModel)
@@ -20,7 +19,7 @@ ListBody = CursorList[Any] | NumberedList[Any]
 
 async def paginate(
     session: AsyncSession,
-    statement: Select[Any],
+    statement: AnySelect,
     orders: Mapping[str, SortKey],
     order: str,
     query: ListQuery,

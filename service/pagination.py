@@ -25,6 +25,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 from service.errors import FieldError, validation_error
 from service.settings import Settings
 
+# Any SELECT, whatever its columns (Select is generic over the column types).
+AnySelect = Select[*tuple[Any, ...]]
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
@@ -115,18 +117,18 @@ class CursorPage:
 
 async def cursor_page(
     session: AsyncSession,
-    statement: Select[Any],
+    statement: AnySelect,
     key: SortKey,
     order: str,
     limit: int,
     cursor: str | None,
 ) -> CursorPage:
-    """One page of ``statement`` (which selects ORM rows) after ``cursor``, in ``key`` order."""
+    """One page of ``statement`` (rows with ``id`` and the sort column) after ``cursor``."""
     if cursor:
         value, row_id = decode_cursor(cursor, order)
         statement = statement.where(key.after(_python_value(key, value), row_id))
     statement = statement.order_by(*key.order_by()).limit(limit + 1)
-    rows = (await session.scalars(statement)).all()
+    rows = (await session.execute(statement)).all()
     if len(rows) <= limit:
         return CursorPage(rows, None)
     last = rows[limit - 1]
@@ -141,11 +143,11 @@ class NumberedPage:
 
 
 async def numbered_page(
-    session: AsyncSession, statement: Select[Any], key: SortKey, page: int, per_page: int
+    session: AsyncSession, statement: AnySelect, key: SortKey, page: int, per_page: int
 ) -> NumberedPage:
     """Page ``page`` (from 1) of ``statement`` with the total row count."""
     total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
-    rows = await session.scalars(
+    rows = await session.execute(
         statement.order_by(*key.order_by()).offset((page - 1) * per_page).limit(per_page)
     )
     return NumberedPage(rows.all(), total)

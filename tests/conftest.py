@@ -85,7 +85,7 @@ async def app(databases: Databases) -> AsyncIterator[Quart]:
     async with app.test_app():
         connection = await db.engine.connect()
         transaction = await connection.begin()
-        db.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
+        db.join_transaction(connection)
         try:
             yield app
         finally:

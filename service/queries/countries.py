@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import conflict, not_found
 from service.models import Country, Record, utc_now
-from service.pagination import SortKey, sort_keys
+from service.pagination import AnySelect, SortKey, sort_keys
 
 ORDERS: dict[str, SortKey] = sort_keys(Country.id, name=Country.name)
 
 
-def list_statement(q: str | None) -> Select[Any]:
-    statement = select(Country)
+def list_statement(q: str | None) -> AnySelect:
+    statement = select(Country.id, Country.name, Country.created_at, Country.updated_at)
     if q:
         statement = statement.where(func.lower(Country.name).contains(q.lower(), autoescape=True))
     return statement

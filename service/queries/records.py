@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import JSON, bindparam, func, select, text, tuple_, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
 from service.errors import APIError, FieldError, conflict, not_found, validation_error
 from service.models import Country, Record, Source, record_sources
-from service.pagination import SortKey, sort_keys
+from service.pagination import AnySelect, SortKey, sort_keys
 from service.queries.countries import country_id_for_name
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
@@ -19,15 +20,50 @@ ORDERS: dict[str, SortKey] = sort_keys(Record.id, date=Record.date, cases=Record
 WRITABLE_FIGURES = ("date", "cases", "deaths", "recoveries")
 
 
-def _with_relations(statement: Select[Any]) -> Select[Any]:
+def _with_relations(statement: AnySelect) -> AnySelect:
     return statement.options(
         joinedload(Record.country), selectinload(Record.sources).load_only(Source.id)
     )
 
 
-def list_statement(filters: RecordFilters, *, source_id: int | None = None) -> Select[Any]:
-    """Records matching the contract's filters, with country and source ids loaded."""
-    statement = select(Record)
+def _source_ids(dialect: str) -> Any:
+    """The record's source ids as one JSON array column (no second query per page)."""
+    linked = record_sources.c.source_id
+    aggregate: Any = (
+        func.coalesce(func.json_agg(linked), text("'[]'::json"))
+        if dialect == "postgresql"
+        else func.json_group_array(linked)
+    )
+    subquery = select(aggregate).where(record_sources.c.record_id == Record.id)
+    return type_coerce(subquery.scalar_subquery(), JSON).label("source_ids")
+
+
+@functools.cache
+def public_columns(dialect: str) -> AnySelect:
+    """Every field of RecordPublic as plain columns: read paths hydrate no ORM objects.
+
+    Built once per dialect: constructing a statement costs more than running a cached one.
+    """
+    return select(
+        Record.id,
+        Record.country_id,
+        Country.name.label("country"),
+        Record.date,
+        Record.cases,
+        Record.deaths,
+        Record.recoveries,
+        _source_ids(dialect),
+        Record.version,
+        Record.created_at,
+        Record.updated_at,
+    ).join(Country, Country.id == Record.country_id)
+
+
+def list_statement(
+    filters: RecordFilters, dialect: str, *, source_id: int | None = None
+) -> AnySelect:
+    """Records matching the contract's filters, as RecordPublic rows."""
+    statement = public_columns(dialect)
     if filters.country is not None:
         country_ids = select(Country.id).where(Country.name == filters.country)
         statement = statement.where(Record.country_id.in_(country_ids))
@@ -42,7 +78,7 @@ def list_statement(filters: RecordFilters, *, source_id: int | None = None) -> S
     if source_id is not None:
         linked = select(record_sources.c.record_id).where(record_sources.c.source_id == source_id)
         statement = statement.where(Record.id.in_(linked))
-    return _with_relations(statement)
+    return statement
 
 
 def to_public(record: Record) -> RecordPublic:
@@ -61,7 +97,22 @@ def to_public(record: Record) -> RecordPublic:
     )
 
 
+@functools.cache
+def _record_by_id(dialect: str) -> AnySelect:
+    return public_columns(dialect).where(Record.id == bindparam("record_id"))
+
+
+async def read_record(session: AsyncSession, record_id: int) -> RecordPublic:
+    """One record as served: a single statement, no ORM object."""
+    statement = _record_by_id(session.get_bind().dialect.name)
+    row = (await session.execute(statement, {"record_id": record_id})).first()
+    if row is None:
+        raise not_found(f"record {record_id} does not exist")
+    return RecordPublic.model_validate(row)
+
+
 async def get_record(session: AsyncSession, record_id: int) -> Record:
+    """One record as an ORM object with its country and sources, for writes."""
     statement = _with_relations(select(Record).where(Record.id == record_id))
     record: Record | None = await session.scalar(statement)
     if record is None:

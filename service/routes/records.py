@@ -24,6 +24,10 @@ from service.schemas.records import (
 blueprint = Blueprint("records", __name__)
 
 
+def _dialect() -> str:
+    return current_session().get_bind().dialect.name
+
+
 def _etag(record: RecordPublic) -> dict[str, str]:
     return {"ETag": f'"{record.version}"'}
 
@@ -34,11 +38,11 @@ async def list_records(
     """The contract's list of records (shared with the country and source sub-lists)."""
     body, headers = await paginate(
         current_session(),
-        queries.list_statement(query, source_id=source_id),
+        queries.list_statement(query, _dialect(), source_id=source_id),
         queries.ORDERS,
         query.order,
         query,
-        queries.to_public,
+        RecordPublic.model_validate,
     )
     return body, 200, headers
 
@@ -88,7 +92,7 @@ async def create(data: RecordCreate) -> tuple[RecordPublic, int, dict[str, str]]
 @document_response(RecordPublic)
 async def get(record_id: int) -> Response | tuple[RecordPublic, int, dict[str, str]]:
     """Read one record; If-None-Match with its current ETag gives 304."""
-    record = queries.to_public(await queries.get_record(current_session(), record_id))
+    record = await queries.read_record(current_session(), record_id)
     etag = _etag(record)
     if (
         request.if_none_match.contains_weak(etag["ETag"].strip('"'))

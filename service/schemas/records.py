@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import Field, RootModel, model_validator
+from pydantic import Field, RootModel, field_validator, model_validator
 
 from service.schemas.common import (
     Count,
@@ -81,6 +81,11 @@ class RecordPublic(PublicSchema):
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
+
+    @field_validator("source_ids")
+    @classmethod
+    def _ascending(cls, value: list[int]) -> list[int]:
+        return sorted(value)
 
 
 class RecordList(RootModel[CursorList[RecordPublic] | NumberedList[RecordPublic]]):
