@@ -73,16 +73,23 @@ def _create_pg_engine(settings: Settings) -> AsyncEngine:
         connect_args={
             # A dead server must fail the request within the pool timeout, not hang it.
             "timeout": settings.DB_POOL_TIMEOUT,
-            "prepared_statement_cache_size": settings.DB_STATEMENT_CACHE_SIZE,
-            # Behind PgBouncer's transaction pooling, names asyncpg numbers per connection
-            # collide on the shared server connections ("... already exists").
-            "prepared_statement_name_func": (
-                _unique_statement_name if settings.DB_UNIQUE_STATEMENT_NAMES else None
-            ),
+            **_statement_options(settings),
         },
     )
     event.listen(engine.sync_engine, "do_connect", _use_shielded_connect)
     return engine
+
+
+def _statement_options(settings: Settings) -> dict[str, Any]:
+    """asyncpg prepares every statement; behind a transaction pooler (PgBouncer) a prepared
+    statement must not outlive its transaction, nor share a name with another client's on
+    the same server connection ("does not exist" / "already exists")."""
+    if settings.DB_TRANSACTION_POOLER:
+        return {
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
+    return {"prepared_statement_cache_size": settings.DB_STATEMENT_CACHE_SIZE}
 
 
 def _unique_statement_name() -> str:
@@ -161,8 +168,10 @@ class Database:
         self.scoped = async_scoped_session(self.sessionmaker, scopefunc=asyncio.current_task)
         # Closes that outlived a cancelled caller; kept referenced so they run to the end.
         self._closing: set[asyncio.Task[None]] = set()
-        postgres_reads = not settings.is_sqlite
-        self._read_options = _POSTGRES_READ_OPTIONS if postgres_reads else _READ_OPTIONS
+        # A read outside a transaction prepares and runs its statement in two round trips
+        # that a transaction pooler may send to two different server connections.
+        autocommit_reads = not settings.is_sqlite and not settings.DB_TRANSACTION_POOLER
+        self._read_options = _POSTGRES_READ_OPTIONS if autocommit_reads else _READ_OPTIONS
 
     # -- engine -----------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     DB_POOL_PRE_PING: bool = False
     DB_ECHO: bool = False
     DB_STATEMENT_CACHE_SIZE: int = Field(default=100, ge=0)
+    DB_TRANSACTION_POOLER: bool = False
     CORS_ORIGINS: Annotated[tuple[str, ...], NoDecode] = ()
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
@@ -52,6 +53,7 @@ class Settings(BaseSettings):
     MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1)
     BULK_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1)
     CURSOR_SECRET: str = Field(default="change-me-outside-development", min_length=8)
+    BACKGROUND_JOB_INTERVAL: float = 0
 
     @field_validator("API_TOKENS", "CORS_ORIGINS", mode="before")
     @classmethod
