@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh dev
+scripts/system-packages.sh || echo "could not install system packages; their tests will skip" >&2
 if [[ "${TEST_BACKENDS:-sqlite,postgresql}" == *postgresql* ]]; then
   scripts/ensure-postgres.sh
 fi

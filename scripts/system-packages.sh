@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Debian packages some tests drive for real: nginx and PgBouncer (the native stack),
+# docker-compose (validates docker-compose.yml) and Chromium (the /docs page).
+# Installs the missing ones when run as root with apt; otherwise names them, and the tests
+# that need them skip, saying why.
+set -euo pipefail
+
+declare -A packages=(
+  [nginx]=nginx-light
+  [pgbouncer]=pgbouncer
+  [docker-compose]=docker-compose
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
+)
+missing=()
+for command in "${!packages[@]}"; do
+  command -v "$command" >/dev/null || missing+=("${packages[$command]}")
+done
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "missing Debian packages (their tests will skip): ${missing[*]}" >&2
+fi
