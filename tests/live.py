@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,8 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def needs_commands(*commands: str) -> pytest.MarkDecorator:
+    """Skip when a command is missing (scripts/system-packages.sh installs them) - except in
+    CI (CI=true), where a missing command must fail the test rather than hide it."""
+    missing = [command for command in commands if shutil.which(command) is None]
+    return pytest.mark.skipif(
+        bool(missing) and os.environ.get("CI") != "true",
+        reason=f"{', '.join(missing)} not installed (run scripts/system-packages.sh as root)",
+    )
 
 
 def free_port() -> int:

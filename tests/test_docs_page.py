@@ -12,16 +12,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.live import REPO_ROOT, live_server
+from tests.live import REPO_ROOT, live_server, needs_commands
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = REPO_ROOT / "artifacts"
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver packages (.ci/run installs them)",
-)
+pytestmark = needs_commands("chromium", "chromedriver")
 
 
 def _browser() -> webdriver.Chrome:

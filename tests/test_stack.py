@@ -20,17 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import REPO_ROOT, free_port
+from tests.live import REPO_ROOT, free_port, needs_commands
 
 STACK = REPO_ROOT / "scripts" / "stack.sh"
 TOKEN = "stack-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MISSING = [name for name in ("nginx", "pgbouncer") if shutil.which(name) is None]
-
-pytestmark = pytest.mark.skipif(
-    bool(MISSING),
-    reason=f"{' and '.join(MISSING)} not installed (apt-get install nginx-light pgbouncer)",
-)
+pytestmark = needs_commands("nginx", "pgbouncer")
 
 
 def _free_port_pair() -> int:
