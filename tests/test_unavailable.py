@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
+import pytest
 from quart import Quart
+from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.db import get_database
@@ -58,3 +61,34 @@ async def test_exhausted_pool_is_503_then_recovers(database_url: str) -> None:
         db = get_database(app)
         await db.wait_for_closes()
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgresql_only
+async def test_terminated_idle_connections_cost_no_failed_request(
+    real_app: Quart, database_url: str
+) -> None:
+    client = real_app.test_client()
+    await asyncio.gather(*(client.get("/records") for _ in range(8)))  # fill the pool
+    db = get_database(real_app)
+    assert db.engine.pool.checkedin() > 1  # type: ignore[attr-defined]
+    terminated = await _terminate_backends(database_url)
+    assert terminated > 1
+    await asyncio.sleep(0.2)  # the loop reads each connection's EOF
+    statuses = await asyncio.gather(*(client.get("/records") for _ in range(20)))
+    assert [r.status_code for r in statuses] == [200] * 20
+
+
+async def _terminate_backends(database_url: str) -> int:
+    url = make_url(database_url)
+    connection = await asyncpg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            url.database,
+        )
+        return count
+    finally:
+        await connection.close()
