@@ -10,7 +10,7 @@ import swagger_ui
 from quart import Quart
 from quart_schema import QuartSchema
 
-from service import __version__, auth, cors, http, logs, metrics
+from service import __version__, auth, cli, cors, http, jobs, logs, metrics
 from service.db import Database
 from service.errors import register_error_handlers
 from service.logs import configure_logging
@@ -57,6 +57,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     cors.init_app(app, settings)
     Database(settings).init_app(app)
     auth.init_app(app)
+    jobs.init_app(app)
+    cli.init_app(app)
 
     # Errors and blueprints
     register_error_handlers(app)
