@@ -32,10 +32,14 @@ async def _require_token_for_writes() -> None:
     token = _bearer_token()
     if token is None or not token_is_valid(token, settings.API_TOKENS):
         raise APIError(
-            401,
-            "writes need 'Authorization: Bearer <token>' with a valid token",
-            headers={"WWW-Authenticate": 'Bearer realm="sars"'},
+            401, _refusal(settings), headers={"WWW-Authenticate": 'Bearer realm="sars"'}
         )
+
+
+def _refusal(settings: Settings) -> str:
+    if not settings.API_TOKENS:
+        return "this service has no API tokens configured (API_TOKENS), so it refuses every write"
+    return "writes need 'Authorization: Bearer <token>' with a token from API_TOKENS"
 
 
 def init_app(app: Quart) -> None:

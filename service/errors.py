@@ -98,6 +98,11 @@ def translate_database_error(error: Exception) -> APIError | None:
         return APIError(412, "the resource was changed by another request; re-read it and retry")
     if isinstance(error, sa_exc.IntegrityError):
         return conflict("the change conflicts with stored data (a uniqueness rule)")
+    if _is_missing_table(error):
+        return unavailable(
+            "the database has no schema yet: run `alembic upgrade head` "
+            "(or `quart --app service.app db upgrade`)"
+        )
     if isinstance(error, sa_exc.TimeoutError):
         return unavailable("the database connection pool is exhausted; retry shortly")
     disconnected = isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
@@ -106,6 +111,14 @@ def translate_database_error(error: Exception) -> APIError | None:
     if isinstance(error, OSError | ConnectionError):
         return unavailable("the database is unavailable; retry shortly")
     return None
+
+
+def _is_missing_table(error: Exception) -> bool:
+    """PostgreSQL's undefined_table (42P01) or SQLite's "no such table"."""
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    original = error.orig
+    return getattr(original, "sqlstate", None) == "42P01" or "no such table" in str(original)
 
 
 def register_error_handlers(app: Quart) -> None:

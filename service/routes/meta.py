@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import __version__, metrics
-from service.db import current_session
+from service.db import current_session, get_database
 from service.errors import unavailable
 from service.schemas.common import Problem
 from service.settings import Settings
@@ -82,6 +82,32 @@ def _describe(revisions: tuple[str, ...]) -> str:
     return ", ".join(revisions) or "none"
 
 
+UPGRADE_HINT = "run `alembic upgrade head` (or `quart --app service.app db upgrade`)"
+
+
+@blueprint.before_app_serving
+async def warn_when_not_migrated() -> None:
+    """Say at start-up, in one log line, what to run when the schema is not at the head."""
+    settings: Settings = current_app.config["SETTINGS"]
+    try:
+        async with asyncio.timeout(settings.DB_POOL_TIMEOUT):
+            async with get_database().session_scope(writes=False) as session:
+                stored = await database_revisions(session)
+    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        logger.warning(
+            "the database does not answer at start-up (%s); /ready reports 503 until it does",
+            type(error).__name__,
+        )
+        return
+    if stored != head_revisions():
+        logger.warning(
+            "the database schema is at %s but this code needs %s: %s",
+            _describe(stored),
+            _describe(head_revisions()),
+            UPGRADE_HINT,
+        )
+
+
 @blueprint.get("/")
 @document_response(ServiceInfo)
 async def index() -> ServiceInfo:
@@ -106,7 +132,7 @@ async def ready() -> Readiness:
     if stored != head:
         raise unavailable(
             f"migrations: database at {_describe(stored)}, head is {_describe(head)}; "
-            "run `alembic upgrade head`"
+            f"{UPGRADE_HINT}"
         )
     return Readiness(status="ready", database="ok", migrations="head")
 
