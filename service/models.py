@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -67,10 +68,15 @@ class Base(AsyncAttrs, DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def _created_at(context: DefaultExecutionContext) -> Any:
+    """A new row's updated_at is its created_at, to the microsecond."""
+    return context.get_current_parameters()["created_at"]  # type: ignore[no-untyped-call]
+
+
 class Timestamped:
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utc_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
-        UTCDateTime(), default=utc_now, onupdate=utc_now
+        UTCDateTime(), default=_created_at, onupdate=utc_now
     )
 
 
