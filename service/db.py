@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 from quart import Quart, current_app, request
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -67,6 +68,7 @@ def _create_pg_engine(settings: Settings) -> AsyncEngine:
         settings.database_url,
         echo=settings.DB_ECHO,
         hide_parameters=True,
+        json_deserializer=orjson.loads,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
@@ -140,6 +142,7 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
         settings.database_url,
         echo=settings.DB_ECHO,
         hide_parameters=True,
+        json_deserializer=orjson.loads,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 
 import orjson
 from quart import current_app, request
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -44,7 +45,7 @@ class SortKey:
             return [self.column.desc(), self.id_column.desc()]
         return [self.column.asc(), self.id_column.asc()]
 
-    def after(self, value: Any, row_id: int) -> ColumnElement[bool]:
+    def after(self, value: ColumnElement[Any], row_id: ColumnElement[int]) -> ColumnElement[bool]:
         """Rows strictly after (value, row_id) in this order."""
         if self.column is self.id_column:
             return self.id_column < row_id if self.descending else self.id_column > row_id
@@ -109,6 +110,42 @@ def _python_value(key: SortKey, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What a list selects: a statement built once per shape of query (which filters are
+    given), and this request's values for its parameters.
+
+    Building a statement and computing its cache key cost more than running it; a statement
+    object that is reused has its cache key memoized, so lists reuse them.
+    """
+
+    statement: AnySelect
+    params: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=1024)
+def _page_statement(base: AnySelect, key: SortKey, after_cursor: bool) -> AnySelect:
+    statement = base
+    if after_cursor:
+        value = bindparam("cursor_value", type_=key.column.type)
+        statement = statement.where(key.after(value, bindparam("cursor_id", type_=Integer)))
+    return statement.order_by(*key.order_by()).limit(bindparam("page_limit", type_=Integer))
+
+
+@functools.lru_cache(maxsize=1024)
+def _numbered_statement(base: AnySelect, key: SortKey) -> AnySelect:
+    return (
+        base.order_by(*key.order_by())
+        .offset(bindparam("page_offset", type_=Integer))
+        .limit(bindparam("page_limit", type_=Integer))
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _count_statement(base: AnySelect) -> AnySelect:
+    return select(func.count()).select_from(base.subquery())
+
+
 @dataclass
 class CursorPage:
     items: Sequence[Any]
@@ -117,18 +154,19 @@ class CursorPage:
 
 async def cursor_page(
     session: AsyncSession,
-    statement: AnySelect,
+    listing: Listing,
     key: SortKey,
     order: str,
     limit: int,
     cursor: str | None,
 ) -> CursorPage:
-    """One page of ``statement`` (rows with ``id`` and the sort column) after ``cursor``."""
+    """One page of rows (with ``id`` and the sort column) after ``cursor``, in ``key`` order."""
+    params = {**listing.params, "page_limit": limit + 1}
     if cursor:
         value, row_id = decode_cursor(cursor, order)
-        statement = statement.where(key.after(_python_value(key, value), row_id))
-    statement = statement.order_by(*key.order_by()).limit(limit + 1)
-    rows = (await session.execute(statement)).all()
+        params.update(cursor_value=_python_value(key, value), cursor_id=row_id)
+    statement = _page_statement(listing.statement, key, bool(cursor))
+    rows = (await session.execute(statement, params)).all()
     if len(rows) <= limit:
         return CursorPage(rows, None)
     last = rows[limit - 1]
@@ -143,13 +181,12 @@ class NumberedPage:
 
 
 async def numbered_page(
-    session: AsyncSession, statement: AnySelect, key: SortKey, page: int, per_page: int
+    session: AsyncSession, listing: Listing, key: SortKey, page: int, per_page: int
 ) -> NumberedPage:
-    """Page ``page`` (from 1) of ``statement`` with the total row count."""
-    total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
-    rows = await session.execute(
-        statement.order_by(*key.order_by()).offset((page - 1) * per_page).limit(per_page)
-    )
+    """Page ``page`` (from 1) with the total row count."""
+    total = await session.scalar(_count_statement(listing.statement), listing.params) or 0
+    params = {**listing.params, "page_offset": (page - 1) * per_page, "page_limit": per_page}
+    rows = await session.execute(_numbered_statement(listing.statement, key), params)
     return NumberedPage(rows.all(), total)
 
 

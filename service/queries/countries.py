@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import conflict, not_found
 from service.models import Country, Record, utc_now
-from service.pagination import AnySelect, SortKey, sort_keys
+from service.pagination import Listing, SortKey, sort_keys
 
 ORDERS: dict[str, SortKey] = sort_keys(Country.id, name=Country.name)
 
 
-def list_statement(q: str | None) -> AnySelect:
-    statement = select(Country.id, Country.name, Country.created_at, Country.updated_at)
-    if q:
-        statement = statement.where(func.lower(Country.name).contains(q.lower(), autoescape=True))
-    return statement
+_COLUMNS = select(Country.id, Country.name, Country.created_at, Country.updated_at)
+_NAME_CONTAINS = _COLUMNS.where(func.lower(Country.name).like(bindparam("pattern"), escape="/"))
+
+
+def list_statement(q: str | None) -> Listing:
+    """Countries, those whose name contains ``q`` (any case) when it is given."""
+    if not q:
+        return Listing(_COLUMNS, {})
+    literal = q.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return Listing(_NAME_CONTAINS, {"pattern": f"%{literal}%"})
 
 
 async def get_country(session: AsyncSession, country_id: int) -> Country:

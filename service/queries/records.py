@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    ColumnElement,
     Date,
     Integer,
     bindparam,
@@ -23,7 +24,7 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from service.errors import APIError, FieldError, conflict, not_found, validation_error
 from service.models import Country, Record, Source, record_sources
-from service.pagination import AnySelect, SortKey, sort_keys
+from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
@@ -70,26 +71,37 @@ def public_columns(dialect: str) -> AnySelect:
     ).join(Country, Country.id == Record.country_id)
 
 
+_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
+    "country": lambda: Record.country_id.in_(
+        select(Country.id).where(Country.name == bindparam("country"))
+    ),
+    "country_id": lambda: Record.country_id == bindparam("country_id"),
+    "date_from": lambda: Record.date >= bindparam("date_from"),
+    "date_to": lambda: Record.date <= bindparam("date_to"),
+    "min_cases": lambda: Record.cases >= bindparam("min_cases"),
+    "source_id": lambda: Record.id.in_(
+        select(record_sources.c.record_id).where(
+            record_sources.c.source_id == bindparam("source_id")
+        )
+    ),
+}
+
+
+@functools.cache
+def _filtered(dialect: str, filters: tuple[str, ...]) -> AnySelect:
+    statement = public_columns(dialect)
+    for name in filters:
+        statement = statement.where(_FILTERS[name]())
+    return statement
+
+
 def list_statement(
     filters: RecordFilters, dialect: str, *, source_id: int | None = None
-) -> AnySelect:
+) -> Listing:
     """Records matching the contract's filters, as RecordPublic rows."""
-    statement = public_columns(dialect)
-    if filters.country is not None:
-        country_ids = select(Country.id).where(Country.name == filters.country)
-        statement = statement.where(Record.country_id.in_(country_ids))
-    if filters.country_id is not None:
-        statement = statement.where(Record.country_id == filters.country_id)
-    if filters.date_from is not None:
-        statement = statement.where(Record.date >= filters.date_from)
-    if filters.date_to is not None:
-        statement = statement.where(Record.date <= filters.date_to)
-    if filters.min_cases is not None:
-        statement = statement.where(Record.cases >= filters.min_cases)
-    if source_id is not None:
-        linked = select(record_sources.c.record_id).where(record_sources.c.source_id == source_id)
-        statement = statement.where(Record.id.in_(linked))
-    return statement
+    given = {**filters.model_dump(include=set(_FILTERS)), "source_id": source_id}
+    values = {name: value for name, value in given.items() if value is not None}
+    return Listing(_filtered(dialect, tuple(values)), values)
 
 
 def to_public(record: Record) -> RecordPublic:

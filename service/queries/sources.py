@@ -7,22 +7,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import not_found
 from service.models import Source
-from service.pagination import AnySelect, SortKey, sort_keys
+from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.schemas.sources import SourceCreate, SourceUpdate
 
 ORDERS: dict[str, SortKey] = sort_keys(Source.id, title=Source.title)
 
 
-def list_statement() -> AnySelect:
-    statement: AnySelect = select(
-        Source.id,
-        Source.title,
-        Source.url,
-        Source.published_on,
-        Source.created_at,
-        Source.updated_at,
-    )
-    return statement
+_COLUMNS: AnySelect = select(
+    Source.id,
+    Source.title,
+    Source.url,
+    Source.published_on,
+    Source.created_at,
+    Source.updated_at,
+)
+
+
+def list_statement() -> Listing:
+    return Listing(_COLUMNS, {})
 
 
 async def get_source(session: AsyncSession, source_id: int) -> Source:
