@@ -106,11 +106,22 @@ def translate_database_error(error: Exception) -> APIError | None:
     if isinstance(error, sa_exc.TimeoutError):
         return unavailable("the database connection pool is exhausted; retry shortly")
     disconnected = isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+    disconnected = disconnected or _refused_by_server(error)
     if isinstance(error, sa_exc.DBAPIError) and (error.connection_invalidated or disconnected):
         return unavailable("the database is unavailable; retry shortly")
     if isinstance(error, OSError | ConnectionError):
         return unavailable("the database is unavailable; retry shortly")
     return None
+
+
+# Connection exceptions (08...), the server shutting down or starting up (57P01-57P03), and
+# too many clients (53300): the database is unavailable, not the request wrong.
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _refused_by_server(error: Exception) -> bool:
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    return sqlstate.startswith(_UNAVAILABLE_STATES)
 
 
 def _is_missing_table(error: Exception) -> bool:

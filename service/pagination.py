@@ -19,7 +19,17 @@ from urllib.parse import urlencode
 
 import orjson
 from quart import current_app, request
-from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -136,7 +146,7 @@ def _page_statement(base: AnySelect, key: SortKey, after_cursor: bool) -> AnySel
 def _numbered_statement(base: AnySelect, key: SortKey) -> AnySelect:
     return (
         base.order_by(*key.order_by())
-        .offset(bindparam("page_offset", type_=Integer))
+        .offset(bindparam("page_offset", type_=BigInteger))
         .limit(bindparam("page_limit", type_=Integer))
     )
 

@@ -8,10 +8,13 @@ import time
 import asyncpg
 import pytest
 from quart import Quart
+from quart.typing import TestClientProtocol as Client
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from service.app import create_app
 from service.db import get_database
+from service.errors import translate_database_error
 from tests import probe
 from tests.conftest import settings_for
 from tests.databases import Databases
@@ -92,3 +95,21 @@ async def _terminate_backends(database_url: str) -> int:
         return count
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize("sqlstate", ["57P03", "53300", "08006", "57P01"])
+def test_a_server_refusing_connections_is_503(sqlstate: str) -> None:
+    class RefusedError(Exception):
+        pass
+
+    refused = RefusedError("the database system is starting up")
+    refused.sqlstate = sqlstate  # type: ignore[attr-defined]
+    problem = translate_database_error(DBAPIError("connect", None, refused))
+    assert problem is not None and problem.status == 503
+
+
+async def test_the_last_possible_page_is_empty_not_an_error(client: Client) -> None:
+    for path in ("/records", "/countries", "/sources"):
+        response = await client.get(f"{path}?page=2147483647&per_page=500")
+        assert response.status_code == 200, path
+        assert (await response.get_json())["items"] == []

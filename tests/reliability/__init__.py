@@ -1,0 +1,1 @@
+"""The reliability suite: real Hypercorn, real PostgreSQL; figures in reports/reliability.md."""

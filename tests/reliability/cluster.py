@@ -1,0 +1,100 @@
+"""A throwaway PostgreSQL cluster (initdb in a temporary directory) that a test may stop and
+start at will, as scripts/stack.sh makes one: run as ``postgres`` when we are root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.live import free_port
+
+PG_ROOT = Path("/usr/lib/postgresql")
+
+
+def find_pg_bin() -> Path | None:
+    """The directory of initdb and pg_ctl: PG_BIN, else the newest /usr/lib/postgresql/*/bin."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    found = sorted(PG_ROOT.glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+def needs_postgres_binaries() -> pytest.MarkDecorator:
+    """Skip without initdb/pg_ctl, except in CI (CI=true), where that must fail instead."""
+    pg_bin = find_pg_bin()
+    missing = pg_bin is None or not (pg_bin / "initdb").exists()
+    return pytest.mark.skipif(
+        missing and os.environ.get("CI") != "true",
+        reason="initdb/pg_ctl not found (install postgresql, or set PG_BIN)",
+    )
+
+
+class Cluster:
+    """initdb, pg_ctl start/stop, and removal of one cluster on a free port."""
+
+    def __init__(self) -> None:
+        pg_bin = find_pg_bin()
+        assert pg_bin is not None, "initdb and pg_ctl not found; set PG_BIN"
+        self.pg_bin = pg_bin
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="reliability-pg-"))
+        self.data = self.directory / "data"
+        self.log = self.directory / "postgres.log"
+        self._as_postgres: list[str] = []
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            shutil.chown(self.directory, "postgres", "postgres")
+            self._as_postgres = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str, timeout: float = 60) -> None:
+        command = [*self._as_postgres, str(self.pg_bin / program), *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed:\n{result.stdout}\n{result.stderr}")
+
+    def init(self) -> None:
+        self._run(
+            "initdb", "--pgdata", str(self.data), "--username", "postgres", "--auth", "trust",
+            "--encoding", "UTF8", "--no-sync",
+        )  # fmt: skip
+
+    def start(self, *settings: str) -> None:
+        """Start and wait until it accepts connections (a standby: until it is up)."""
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options += "".join(f" -c {setting}" for setting in settings)
+        self._run(
+            "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options
+        )
+
+    def start_refusing_connections(self) -> None:
+        """Start as a standby without hot standby: the postmaster runs and answers every
+        connection with SQLSTATE 57P03 (cannot_connect_now), as any cluster does while it
+        starts up or recovers, until :meth:`promote` ends the recovery."""
+        signal = self.data / "standby.signal"
+        signal.touch()
+        if self._as_postgres:
+            shutil.chown(signal, "postgres", "postgres")
+        self.start("hot_standby=off")
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "promote", "-D", str(self.data), "-w")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
+
+    def remove(self) -> None:
+        """Stop the cluster if it runs (immediate), then delete its files."""
+        if (self.data / "postmaster.pid").exists():
+            try:
+                self.stop("immediate")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+        shutil.rmtree(self.directory, ignore_errors=True)
