@@ -107,7 +107,7 @@ async def _start_request_log() -> None:
 
 async def _log_request(response: Response) -> Response:
     started = g.get("log_started")
-    if started is not None:
+    if started is not None and request_logger.isEnabledFor(logging.INFO):
         rule = request.url_rule
         request_logger.info(
             "%s %s %s",

@@ -14,20 +14,23 @@ from sqlalchemy import (
     bindparam,
     column,
     func,
+    insert,
     select,
     text,
     type_coerce,
     values,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
 from service.errors import APIError, FieldError, conflict, not_found, validation_error
-from service.models import Country, Record, Source, record_sources
+from service.models import Country, Record, Source, record_sources, utc_now
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
+_INSERT_RECORD = insert(Record.__table__).returning(Record.__table__.c.id)  # type: ignore[arg-type]
 ORDERS: dict[str, SortKey] = sort_keys(Record.id, date=Record.date, cases=Record.cases)
 WRITABLE_FIGURES = ("date", "cases", "deaths", "recoveries")
 
@@ -188,21 +191,49 @@ async def _refuse_duplicate_key(
         raise conflict(f"{country.name} already has a record for {date} (record {existing})")
 
 
-async def create_record(session: AsyncSession, data: RecordCreate) -> Record:
-    country = await _country(session, data.country, data.country_id)
-    sources = await _sources(session, data.source_ids)
-    await _refuse_duplicate_key(session, country, data.date)
-    record = Record(
-        country=country,
-        date=data.date,
-        cases=data.cases,
-        deaths=data.deaths,
-        recoveries=data.recoveries,
-        sources=sources,
-    )
-    session.add(record)
-    await session.flush()
-    return record
+async def _country_key(
+    session: AsyncSession, name: str | None, country_id: int | None
+) -> tuple[int, str]:
+    """(id, name) of the record's country, created when a new name is given."""
+    if name is not None:
+        return await country_id_for_name(session, name), name
+    found = await session.scalar(select(Country.name).where(Country.id == country_id))
+    if found is None:
+        raise validation_error([FieldError("country_id", f"country {country_id} does not exist")])
+    assert country_id is not None
+    return country_id, found
+
+
+def _is_duplicate_key(error: IntegrityError) -> bool:
+    message = str(error.orig)
+    return "uq_records_country_id_date" in message or "records.country_id, records.date" in message
+
+
+async def create_record(session: AsyncSession, data: RecordCreate) -> RecordPublic:
+    """Insert a record with one statement (no unit of work), returning it as served."""
+    country_id, country = await _country_key(session, data.country, data.country_id)
+    source_ids = sorted(source.id for source in await _sources(session, data.source_ids))
+    now = utc_now()
+    values = {
+        "country_id": country_id,
+        "date": data.date,
+        "cases": data.cases,
+        "deaths": data.deaths,
+        "recoveries": data.recoveries,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        record_id = (await session.execute(_INSERT_RECORD, values)).scalar_one()
+    except IntegrityError as error:
+        if _is_duplicate_key(error):
+            raise conflict(f"{country} already has a record for {data.date}") from None
+        raise
+    if source_ids:
+        links = [{"record_id": record_id, "source_id": source_id} for source_id in source_ids]
+        await session.execute(insert(record_sources), links)
+    return RecordPublic(id=record_id, country=country, source_ids=source_ids, **values)
 
 
 async def update_record(

@@ -83,7 +83,7 @@ async def list_for_source(
 async def create(data: RecordCreate) -> tuple[RecordPublic, int, dict[str, str]]:
     """Create a record; a new country name creates the country."""
     session = current_session()
-    record = queries.to_public(await queries.create_record(session, data))
+    record = await queries.create_record(session, data)
     await session.commit()
     return record, 201, {"Location": f"/records/{record.id}", **_etag(record)}
 
