@@ -53,6 +53,21 @@ import psycopg
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PYTHON = sys.executable
+
+
+def shown(command: Sequence[str], workdir: Path) -> str:
+    """A command line as RESULTS.md prints it: paths relative to the repository, the scratch
+    directory as ``$WORKDIR``, so that it reads the same on any machine."""
+    root = BENCH.parent
+    python = Path(PYTHON).relative_to(root) if Path(PYTHON).is_relative_to(root) else "python"
+    return shlex.join(
+        str(python)
+        if arg == PYTHON
+        else arg.replace(str(workdir), "$WORKDIR").replace(f"{root}/", "")
+        for arg in command
+    )
+
+
 SARS_CSV = (REPO / ".." / "shared" / "data" / "sars_2003.csv").resolve()
 TOKEN = "bench-" + uuid.uuid4().hex
 ENDPOINTS = ("get_record", "list_records", "create_record")
@@ -840,7 +855,7 @@ class Harness:
         url = database_url or self.dataset.url
         running = Running(SERVERS[name], self.settings, url, self.workdir)
         self.commands.setdefault(
-            name, shlex.join(pinned(self.settings.server_cpus, running.command))
+            name, shown(pinned(self.settings.server_cpus, running.command), self.workdir)
         )
         try:
             running.wait_ready(probe_path(self.dataset))
@@ -965,7 +980,7 @@ class Harness:
             direct_url = self.dataset.url
             proxied = direct_url.replace(upstream, f"127.0.0.1:{port}", 1)
             self.delay = {
-                "command": shlex.join(pinned(settings.client_cpus, command)),
+                "command": shown(pinned(settings.client_cpus, command), self.workdir),
                 "delay_ms_each_way": settings.delay_ms,
                 "rtt_direct_ms": round_trip_ms(direct_url),
                 "rtt_proxied_ms": round_trip_ms(proxied),
@@ -1315,7 +1330,7 @@ def write_report(
         f"- data: {harness.dataset.records:,} records in {harness.dataset.countries} countries "
         "(+ what the POST runs add); " + "; ".join(harness.dataset.load_notes),
         "",
-        "Command lines (the port varies):",
+        "Command lines (the port varies; `$WORKDIR` is the run's scratch directory):",
         "",
     ]
     out += [f"- {name}: `{command}`" for name, command in harness.commands.items()]
@@ -1323,7 +1338,8 @@ def write_report(
     for endpoint in ENDPOINTS:
         example = wrk_command(settings, "http://127.0.0.1:PORT", endpoint, top,
                               settings.duration, harness.dataset, "TAG")  # fmt: skip
-        out.append(f"- wrk, {endpoint}: `{shlex.join(pinned(settings.client_cpus, example))}`")
+        command = shown(pinned(settings.client_cpus, example), harness.workdir)
+        out.append(f"- wrk, {endpoint}: `{command}`")
     out += [
         "",
         "Environment of every server: " + ", ".join(
@@ -1348,7 +1364,7 @@ def write_report(
         json.dumps(
             {
                 "info": info,
-                "settings": {k: str(v) for k, v in asdict(settings).items()},
+                "settings": {k: str(v) for k, v in asdict(settings).items() if k != "output"},
                 "measurements": [asdict(m) for m in harness.measurements],
                 "rounds": [asdict(r) for r in harness.rounds],
                 "memory": harness.memory,

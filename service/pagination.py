@@ -40,14 +40,16 @@ from service.settings import Settings
 AnySelect = Select[*tuple[Any, ...]]
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# A mapped attribute, or a table column (reads that want rows, not objects, use those).
+SortColumn = InstrumentedAttribute[Any] | ColumnElement[Any]
 
 
 @dataclass(frozen=True)
 class SortKey:
     """An order a list supports: ``name`` or ``-name``, always broken by id."""
 
-    column: InstrumentedAttribute[Any]
-    id_column: InstrumentedAttribute[Any]
+    column: SortColumn
+    id_column: SortColumn
     descending: bool
 
     def order_by(self) -> list[ColumnElement[Any]]:
@@ -64,9 +66,7 @@ class SortKey:
         return or_(self.column > value, and_(self.column == value, self.id_column > row_id))
 
 
-def sort_keys(
-    id_column: InstrumentedAttribute[Any], **columns: InstrumentedAttribute[Any]
-) -> dict[str, SortKey]:
+def sort_keys(id_column: SortColumn, **columns: SortColumn) -> dict[str, SortKey]:
     """The ``order`` values a list accepts: each column ascending and (with ``-``) descending."""
     keys = {"id": id_column, **columns}
     orders: dict[str, SortKey] = {}
@@ -180,7 +180,7 @@ async def cursor_page(
     if len(rows) <= limit:
         return CursorPage(rows, None)
     last = rows[limit - 1]
-    sort_value = getattr(last, key.column.key)
+    sort_value = last._mapping[key.column]
     return CursorPage(rows[:limit], encode_cursor(order, sort_value, last.id))
 
 

@@ -30,8 +30,12 @@ from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
-_INSERT_RECORD = insert(Record.__table__).returning(Record.__table__.c.id)  # type: ignore[arg-type]
-ORDERS: dict[str, SortKey] = sort_keys(Record.id, date=Record.date, cases=Record.cases)
+# Read paths select table columns, not mapped attributes: the session then runs them as plain
+# Core statements and skips the ORM's compile and loading steps (no objects are wanted).
+records = Record.__table__
+countries = Country.__table__
+_INSERT_RECORD = insert(records).returning(records.c.id)  # type: ignore[arg-type]
+ORDERS: dict[str, SortKey] = sort_keys(records.c.id, date=records.c.date, cases=records.c.cases)
 WRITABLE_FIGURES = ("date", "cases", "deaths", "recoveries")
 
 
@@ -49,7 +53,7 @@ def _source_ids(dialect: str) -> Any:
         if dialect == "postgresql"
         else func.json_group_array(linked)
     )
-    subquery = select(aggregate).where(record_sources.c.record_id == Record.id)
+    subquery = select(aggregate).where(record_sources.c.record_id == records.c.id)
     return type_coerce(subquery.scalar_subquery(), JSON).label("source_ids")
 
 
@@ -60,29 +64,29 @@ def public_columns(dialect: str) -> AnySelect:
     Built once per dialect: constructing a statement costs more than running a cached one.
     """
     return select(
-        Record.id,
-        Record.country_id,
-        Country.name.label("country"),
-        Record.date,
-        Record.cases,
-        Record.deaths,
-        Record.recoveries,
+        records.c.id,
+        records.c.country_id,
+        countries.c.name.label("country"),
+        records.c.date,
+        records.c.cases,
+        records.c.deaths,
+        records.c.recoveries,
         _source_ids(dialect),
-        Record.version,
-        Record.created_at,
-        Record.updated_at,
-    ).join(Country, Country.id == Record.country_id)
+        records.c.version,
+        records.c.created_at,
+        records.c.updated_at,
+    ).join(countries, countries.c.id == records.c.country_id)
 
 
 _FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
-    "country": lambda: Record.country_id.in_(
-        select(Country.id).where(Country.name == bindparam("country"))
+    "country": lambda: records.c.country_id.in_(
+        select(countries.c.id).where(countries.c.name == bindparam("country"))
     ),
-    "country_id": lambda: Record.country_id == bindparam("country_id"),
-    "date_from": lambda: Record.date >= bindparam("date_from"),
-    "date_to": lambda: Record.date <= bindparam("date_to"),
-    "min_cases": lambda: Record.cases >= bindparam("min_cases"),
-    "source_id": lambda: Record.id.in_(
+    "country_id": lambda: records.c.country_id == bindparam("country_id"),
+    "date_from": lambda: records.c.date >= bindparam("date_from"),
+    "date_to": lambda: records.c.date <= bindparam("date_to"),
+    "min_cases": lambda: records.c.cases >= bindparam("min_cases"),
+    "source_id": lambda: records.c.id.in_(
         select(record_sources.c.record_id).where(
             record_sources.c.source_id == bindparam("source_id")
         )
@@ -125,7 +129,7 @@ def to_public(record: Record) -> RecordPublic:
 
 @functools.cache
 def _record_by_id(dialect: str) -> AnySelect:
-    return public_columns(dialect).where(Record.id == bindparam("record_id"))
+    return public_columns(dialect).where(records.c.id == bindparam("record_id"))
 
 
 async def read_record(session: AsyncSession, record_id: int) -> RecordPublic:
