@@ -1343,7 +1343,8 @@ def write_report(
     out += [
         "",
         "Environment of every server: " + ", ".join(
-            f"`{key}={value}`" for key, value in server_env(settings, "URL").items()
+            f"`{key}={value.replace(str(BENCH.parent), '.')}`"
+            for key, value in server_env(settings, "URL").items()
             if key in {"DATABASE_URL", "API_TOKENS", "DB_POOL_SIZE", "DB_MAX_OVERFLOW",
                        "DB_POOL_TIMEOUT", "LOG_LEVEL", "PYTHONPATH"}
         ) + " (the token is random per run).",
