@@ -223,6 +223,9 @@ start_pgbouncer() {
   local dir="$state/pgbouncer" host port dbname user password
   { read -r host; read -r port; read -r dbname; read -r user; read -r password; } < <(url_parts)
   mkdir -p "$dir"
+  # A copy beside the config: PgBouncer runs as postgres, which may not be able to read the
+  # checkout (a clone in a private directory).
+  cp "$repo/deploy/pgbouncer/pooling.ini" "$dir/pooling.ini"
   # Clients on loopback are not authenticated (auth_type any): every server connection logs
   # in as the database URL's user, with its password.
   cat >"$dir/pgbouncer.ini" <<EOF
@@ -237,7 +240,7 @@ unix_socket_dir =
 auth_type = any
 admin_users =
 
-%include $repo/deploy/pgbouncer/pooling.ini
+%include $dir/pooling.ini
 EOF
   chmod 600 "$dir/pgbouncer.ini"
   [ "$(id -u)" -ne 0 ] || chown -R postgres: "$dir"
