@@ -18,7 +18,7 @@ from quart.typing import TestClientProtocol as Client
 
 from service.app import create_app
 from service.db import get_database
-from tests.databases import Databases, PostgresDatabases, SQLiteDatabases
+from tests.databases import Databases, PostgresDatabases, SQLiteDatabases, fresh_database
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,9 +72,8 @@ def settings_for(database_url: str, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 async def database_url(databases: Databases) -> AsyncIterator[str]:
     """A fresh, migrated database of this test's own."""
-    url = await databases.create()
-    yield url
-    await databases.drop(url)
+    async with fresh_database(databases) as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import asyncio
 import os
 import shutil
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,3 +110,13 @@ class PostgresDatabases:
 
 
 Databases = SQLiteDatabases | PostgresDatabases
+
+
+@asynccontextmanager
+async def fresh_database(databases: Databases) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own for the block, dropped after it."""
+    url = await databases.create()
+    try:
+        yield url
+    finally:
+        await databases.drop(url)

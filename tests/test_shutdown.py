@@ -7,15 +7,11 @@ engine's pool is closed: no PostgreSQL backend of the service outlives it.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.live import REPO_ROOT, free_port
+from tests.live import REPO_ROOT, LiveServer, live_server
 
 pytestmark = pytest.mark.postgresql_only
 
@@ -35,48 +31,14 @@ EXIT_MARGIN = 5.0
 SLOW_REQUESTS = 4
 
 
-@dataclass
-class Served:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextmanager
-def served(database_url: str, log: Path, *options: str) -> Iterator[Served]:
+def served(database_url: str, log: Path, *options: str) -> AbstractContextManager[LiveServer]:
     """Hypercorn as deployed (hypercorn.toml, one worker) serving tests/slow_app.py."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
-    command = [
-        *(sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml"),
-        *("--bind", f"127.0.0.1:{port}", *options, "tests.slow_app:app"),
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=sink, stderr=sink)
-    server = Served(f"http://127.0.0.1:{port}", process, log)
-    try:
-        _wait_until_up(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_up(server: Served, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited early:\n{server.output()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the server did not answer in {timeout} s:\n{server.output()}")
+    return live_server(
+        database_url,
+        log,
+        app="tests.slow_app:app",
+        options=("--config", "hypercorn.toml", *options),
+    )
 
 
 async def _backends(database_url: str, where: str = "true") -> int:

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import BACKENDS
-from tests.databases import POSTGRES_URL, PostgresDatabases, SQLiteDatabases
+from tests.databases import POSTGRES_URL, PostgresDatabases, SQLiteDatabases, fresh_database
 from tests.reliability.report import Report, Section
 
 
@@ -87,9 +87,8 @@ def pg_databases(request: pytest.FixtureRequest) -> PostgresDatabases:
 @pytest.fixture
 async def pg_url(pg_databases: PostgresDatabases) -> AsyncIterator[str]:
     """A fresh, migrated PostgreSQL database of this test's own."""
-    url = await pg_databases.create()
-    yield url
-    await pg_databases.drop(url)
+    async with fresh_database(pg_databases) as url:
+        yield url
 
 
 @pytest.fixture
@@ -103,9 +102,8 @@ def sqlite_databases_only(request: pytest.FixtureRequest) -> SQLiteDatabases:
 @pytest.fixture
 async def sqlite_url(sqlite_databases_only: SQLiteDatabases) -> AsyncIterator[str]:
     """A fresh, migrated SQLite file of this test's own."""
-    url = await sqlite_databases_only.create()
-    yield url
-    await sqlite_databases_only.drop(url)
+    async with fresh_database(sqlite_databases_only) as url:
+        yield url
 
 
 @pytest.fixture

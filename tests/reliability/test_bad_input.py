@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import AUTH, TOKEN
+from tests.live import LiveServer
 from tests.reliability import database, rawhttp
 from tests.reliability.contract import problem_issues
 from tests.reliability.rawhttp import Client, IncompleteResponseError, Response
 from tests.reliability.report import Section
-from tests.reliability.server import Server, hypercorn
+from tests.reliability.server import hypercorn
 
 SECTION = (5, "Bad input")
 MAX_INT32 = 2**31 - 1
@@ -657,7 +658,7 @@ def _slow_cases() -> list[Case]:
     return slow
 
 
-async def _send(server: Server, case: Case) -> Result:
+async def _send(server: LiveServer, case: Case) -> Result:
     """Send ``case`` on a socket of its own and read the answer.
 
     Plain sockets rather than asyncio streams: a server that answers early (413) and closes
@@ -730,7 +731,7 @@ async def _write(
         pass  # the server answered (413, 400) and closed before the body was all sent
 
 
-async def _run_schemathesis(server: Server, workdir: Path) -> dict[str, Any]:
+async def _run_schemathesis(server: LiveServer, workdir: Path) -> dict[str, Any]:
     report = workdir / "schemathesis.json"
     command = [
         sys.executable,

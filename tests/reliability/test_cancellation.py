@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import AUTH, TOKEN
+from tests.live import LiveServer
 from tests.reliability import database, rawhttp
 from tests.reliability.rawhttp import Client, IncompleteResponseError
 from tests.reliability.report import Section
-from tests.reliability.server import Server, hypercorn
+from tests.reliability.server import hypercorn
 
 SECTION = (1, "Cancellation storm")
 REQUESTS = 5_000
@@ -131,7 +132,7 @@ def _fill(attempt: Attempt, rng: random.Random, targets: Any) -> None:
         attempt.body = rawhttp.json_body({"records": rows})
 
 
-def _encode(attempt: Attempt, server: Server) -> bytes:
+def _encode(attempt: Attempt, server: LiveServer) -> bytes:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     if attempt.body is not None:
         headers["Content-Type"] = "application/json"
@@ -142,7 +143,7 @@ def _encode(attempt: Attempt, server: Server) -> bytes:
     )
 
 
-async def _run(attempt: Attempt, server: Server) -> None:
+async def _run(attempt: Attempt, server: LiveServer) -> None:
     rng = random.Random(f"{SEED}-{attempt.index}")
     raw = _encode(attempt, server)
     started = time.monotonic()
@@ -191,7 +192,7 @@ async def _run(attempt: Attempt, server: Server) -> None:
         attempt.elapsed = time.monotonic() - started
 
 
-async def _storm(attempts: list[Attempt], server: Server) -> float:
+async def _storm(attempts: list[Attempt], server: LiveServer) -> float:
     queue = iter(attempts)
 
     async def worker() -> None:
@@ -203,7 +204,7 @@ async def _storm(attempts: list[Attempt], server: Server) -> float:
     return time.monotonic() - started
 
 
-async def _settled_metrics(server: Server) -> tuple[dict[str, float], float]:
+async def _settled_metrics(server: LiveServer) -> tuple[dict[str, float], float]:
     """Poll /metrics until no connection is checked out and the scrape is the only session."""
     started = time.monotonic()
     async with Client.for_url(server.url) as client:
@@ -216,7 +217,7 @@ async def _settled_metrics(server: Server) -> tuple[dict[str, float], float]:
             await asyncio.sleep(0.1)
 
 
-async def _patch_targets(server: Server, pg_url: str) -> list[int]:
+async def _patch_targets(server: LiveServer, pg_url: str) -> list[int]:
     """PATCH_TARGETS records (cases 0, version 1), one per PATCH of the storm."""
     per_country = PATCH_TARGETS // TARGET_COUNTRIES
     start = dt.date(2002, 1, 1)

@@ -25,12 +25,13 @@ import pytest
 
 from tests.conftest import AUTH
 from tests.databases import migrate
+from tests.live import LiveServer
 from tests.reliability import database
 from tests.reliability.cluster import Cluster, needs_postgres_binaries
 from tests.reliability.contract import problem_issues
 from tests.reliability.rawhttp import Client, IncompleteResponseError, Response
 from tests.reliability.report import Section
-from tests.reliability.server import Server, hypercorn
+from tests.reliability.server import hypercorn
 
 SECTIONS = {
     "test_database_outage_is_503_then_recovers_without_restart": (2, "Database outage"),
@@ -97,7 +98,7 @@ class Timeline:
 class Traffic:
     """CLIENTS keep-alive clients, each alternating GET /records/ID and POST /records."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: LiveServer) -> None:
         self.server = server
         self.outcomes: list[Outcome] = []
         self.running = True
@@ -129,7 +130,7 @@ class Traffic:
         return {"country": f"Outage {next(self.serial)}", "date": "2003-06-01", "cases": 1}
 
 
-async def _every_endpoint(server: Server, traffic: Traffic) -> dict[str, int | None]:
+async def _every_endpoint(server: LiveServer, traffic: Traffic) -> dict[str, int | None]:
     statuses: dict[str, int | None] = {}
     async with Client.for_url(server.url, default_headers=AUTH) as client:
         for method, path in ENDPOINTS:
@@ -142,7 +143,9 @@ async def _every_endpoint(server: Server, traffic: Traffic) -> dict[str, int | N
     return statuses
 
 
-async def _until_every_endpoint_answers(server: Server, traffic: Traffic) -> dict[str, int | None]:
+async def _until_every_endpoint_answers(
+    server: LiveServer, traffic: Traffic
+) -> dict[str, int | None]:
     """Probe every endpoint every 50 ms until all answer 2xx (or 30 s pass)."""
     deadline = time.monotonic() + 30
     while True:
@@ -190,7 +193,7 @@ async def test_database_outage_is_503_then_recovers_without_restart(
     section.assert_checks()
 
 
-async def _outage(server: Server, cluster: Cluster, section: Section) -> None:
+async def _outage(server: LiveServer, cluster: Cluster, section: Section) -> None:
     traffic = Traffic(server)
     at = Timeline()
     clients = [asyncio.create_task(traffic.client()) for _ in range(CLIENTS)]

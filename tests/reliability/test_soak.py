@@ -17,10 +17,11 @@ import pytest
 import uvloop
 
 from tests.conftest import AUTH
+from tests.live import LiveServer
 from tests.reliability import database, rawhttp
 from tests.reliability.rawhttp import Client, IncompleteResponseError
 from tests.reliability.report import Section
-from tests.reliability.server import Server, hypercorn, rss_kib
+from tests.reliability.server import hypercorn, rss_kib
 
 SECTION = (7, "Soak")
 REQUESTS = 100_000
@@ -70,7 +71,7 @@ class Tally:
 class Soak:
     """The load: CONCURRENCY keep-alive clients sharing one counter of requests to send."""
 
-    def __init__(self, server: Server, worker: int) -> None:
+    def __init__(self, server: LiveServer, worker: int) -> None:
         self.server = server
         self.worker = worker
         self.tally = Tally()

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AUTH
+from tests.live import LOG_PROBLEMS
 from tests.reliability import database
 from tests.reliability.rawhttp import Client
 from tests.reliability.report import Section
-from tests.reliability.server import LOG_PROBLEMS, hypercorn
+from tests.reliability.server import hypercorn
 
 SECTION = (8, "SQLite")
 WRITERS = 50
