@@ -108,31 +108,26 @@ stop() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_for_port() {
-  local name=$1 port=$2 tries=0
-  until port_open "$port"; do
-    alive "$(pid_of "$name")" || fail "$name exited at start" "$3"
-    tries=$((tries + 1))
-    [ "$tries" -lt 300 ] || fail "$name does not listen on port $port" "$3"
-    sleep 0.1
-  done
-}
-
 # http_ok URL: the status is 200 (urllib raises on anything else).
 http_ok() {
   "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
     "$1" 2>/dev/null
 }
 
-wait_for_http() {
-  local name=$1 url=$2 log=$3 tries=0
-  until http_ok "$url"; do
+# wait_until NAME LOG PROBLEM CHECK...: run CHECK every 0.1 s, for up to 30 s, while NAME runs.
+wait_until() {
+  local name=$1 log=$2 problem=$3 tries=0
+  shift 3
+  until "$@"; do
     alive "$(pid_of "$name")" || fail "$name exited at start" "$log"
     tries=$((tries + 1))
-    [ "$tries" -lt 150 ] || fail "$name does not answer $url" "$log"
-    sleep 0.2
+    [ "$tries" -lt 300 ] || fail "$name $problem" "$log"
+    sleep 0.1
   done
 }
+
+wait_for_port() { wait_until "$1" "$3" "does not listen on port $2" port_open "$2"; }
+wait_for_http() { wait_until "$1" "$3" "does not answer $2" http_ok "$2"; }
 
 # fail MESSAGE [LOG]: show the log's end, take down what was started, stop.
 fail() {

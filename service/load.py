@@ -235,13 +235,7 @@ class CsvSource:
         ), None
 
     def _date(self, raw: str, reasons: list[str]) -> dt.date | None:
-        # Dates repeat on every line of a day: parse each distinct spelling once.
-        try:
-            date = self._dates[raw]
-        except KeyError:
-            date = _parse_date(raw)
-            if len(self._dates) < 100_000:
-                self._dates[raw] = date
+        date = _parsed_once(self._dates, raw, _parse_date)
         if date is None:
             reasons.append(
                 "date is empty" if not raw.strip() else f"date {raw!r} is not a YYYY-MM-DD date"
@@ -249,15 +243,22 @@ class CsvSource:
         return date
 
     def _name(self, raw: str, reasons: list[str]) -> str | None:
-        try:
-            name = self._names[raw]
-        except KeyError:
-            name = _valid_name(raw)
-            if len(self._names) < 100_000:
-                self._names[raw] = name
+        name = _parsed_once(self._names, raw, _valid_name)
         if name is None:
             reasons.append(_name_problem(raw))
         return name
+
+
+def _parsed_once(cache: dict[str, _Item], raw: str, parse: Callable[[str], _Item]) -> _Item:
+    """``parse(raw)``, remembered: dates and names repeat on every line of a day, so each
+    distinct spelling is parsed once (up to 100,000 of them)."""
+    try:
+        return cache[raw]
+    except KeyError:
+        value = parse(raw)
+        if len(cache) < 100_000:
+            cache[raw] = value
+        return value
 
 
 def _parse_date(raw: str) -> dt.date | None:
