@@ -96,7 +96,7 @@ def init_app(app: Quart) -> None:
     """Start the record count job with the app when ``BACKGROUND_JOB_INTERVAL`` > 0."""
     settings = app.config["SETTINGS"]
     assert isinstance(settings, Settings)
-    if settings.BACKGROUND_JOB_INTERVAL <= 0:
+    if settings.BACKGROUND_JOB_INTERVAL == 0:
         return
     job = RecordCountJob(app, settings.BACKGROUND_JOB_INTERVAL)
     app.extensions[EXTENSION_KEY] = job

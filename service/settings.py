@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1)
     BULK_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1)
     CURSOR_SECRET: str = Field(default="change-me-outside-development", min_length=8)
-    BACKGROUND_JOB_INTERVAL: float = 0
+    BACKGROUND_JOB_INTERVAL: float = Field(default=0, ge=0)
 
     @field_validator("API_TOKENS", "CORS_ORIGINS", mode="before")
     @classmethod

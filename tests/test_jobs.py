@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import pytest
+
 from service.app import create_app
 from service.db import Database, get_database
 from service.jobs import RecordCountJob, get_job
 from service.metrics import exposition
 from service.queries.bulk import RecordRow, bulk_write
-from service.settings import load_settings
+from service.settings import ConfigError, load_settings
 from tests.conftest import settings_for
 
 
@@ -59,3 +61,8 @@ async def test_the_job_is_off_by_default(database_url: str) -> None:
     async with app.test_app():
         assert get_job(app) is None
         assert not app.background_tasks
+
+
+def test_a_negative_interval_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="BACKGROUND_JOB_INTERVAL"):
+        load_settings({"BACKGROUND_JOB_INTERVAL": -1})
