@@ -20,7 +20,6 @@ import csv
 import datetime as dt
 import itertools
 import math
-import sys
 import tempfile
 import time
 import uuid
@@ -219,4 +218,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
