@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 from quart_schema import document_response, validate_querystring, validate_request
+from werkzeug.http import parse_etags
 
 from service.db import current_session
+from service.http import sent_header
 from service.listing import ListBody, paginate
 from service.queries import bulk
 from service.queries import records as queries
@@ -30,6 +32,15 @@ def _dialect() -> str:
 
 def _etag(record: RecordPublic) -> dict[str, str]:
     return {"ETag": f'"{record.version}"'}
+
+
+def _not_modified(record: RecordPublic) -> bool:
+    """If-None-Match names the record's current version (weak comparison) or is ``*``."""
+    sent = sent_header("If-None-Match")
+    if sent is None:
+        return False
+    etags = parse_etags(sent)
+    return etags.contains_weak(str(record.version)) or "*" in etags
 
 
 async def list_records(
@@ -93,13 +104,9 @@ async def create(data: RecordCreate) -> tuple[RecordPublic, int, dict[str, str]]
 async def get(record_id: int) -> Response | tuple[RecordPublic, int, dict[str, str]]:
     """Read one record; If-None-Match with its current ETag gives 304."""
     record = await queries.read_record(current_session(), record_id)
-    etag = _etag(record)
-    if (
-        request.if_none_match.contains_weak(etag["ETag"].strip('"'))
-        or "*" in request.if_none_match
-    ):
-        return Response(status=304, headers=etag)
-    return record, 200, etag
+    if _not_modified(record):
+        return Response(status=304, headers=_etag(record))
+    return record, 200, _etag(record)
 
 
 async def _update(

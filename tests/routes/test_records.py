@@ -96,8 +96,13 @@ async def test_conditional_get(client: Client) -> None:
     url = f"/records/{record['id']}"
     fresh = await client.get(url, headers={"If-None-Match": '"1"'})
     assert fresh.status_code == 304 and fresh.headers["ETag"] == '"1"'
+    for matching in ('W/"1"', '"7", "1"', "*"):
+        again = await client.get(url, headers={"If-None-Match": matching})
+        assert again.status_code == 304, matching
     stale = await client.get(url, headers={"If-None-Match": '"7"'})
     assert stale.status_code == 200 and stale.headers["ETag"] == '"1"'
+    unconditional = await client.get(url)
+    assert unconditional.status_code == 200 and (await unconditional.get_json()) == record
 
 
 async def test_put_patch_delete_honour_if_match(client: Client) -> None:
