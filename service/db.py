@@ -30,11 +30,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool
 from sqlalchemy.util import queue as sqla_queue
 from sqlalchemy.util.concurrency import await_
 
-from service.logs import watch_statements
+from service.logs import StatementWatch
 from service.settings import Settings
 
 EXTENSION_KEY = "db"
@@ -139,9 +139,7 @@ class SessionInUseError(RuntimeError):
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """Create the engine with the options each backend needs."""
-    engine = _create_sqlite_engine(settings) if settings.is_sqlite else _create_pg_engine(settings)
-    watch_statements(engine, settings)
-    return engine
+    return _create_sqlite_engine(settings) if settings.is_sqlite else _create_pg_engine(settings)
 
 
 def _create_pg_engine(settings: Settings) -> AsyncEngine:
@@ -262,6 +260,8 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._engine: AsyncEngine | None = None
+        # Counts and times statements across engines (dispose() and a later use make a new one).
+        self.statements = StatementWatch(settings)
         self.sessionmaker = async_sessionmaker(expire_on_commit=False)
         self.scoped = async_scoped_session(self.sessionmaker, scopefunc=asyncio.current_task)
         # Closes that outlived a cancelled caller; kept referenced so they run to the end.
@@ -278,8 +278,14 @@ class Database:
         """The engine, created on first use so that import and app creation touch nothing."""
         if self._engine is None:
             self._engine = create_engine(self.settings)
+            self.statements.attach(self._engine)
             self.sessionmaker.configure(bind=self._engine)
         return self._engine
+
+    @property
+    def pool(self) -> Pool | None:
+        """The engine's pool; None while there is no engine (nothing is created for it)."""
+        return self._engine.pool if self._engine is not None else None
 
     def join_transaction(self, connection: AsyncConnection) -> None:
         """Bind every session to ``connection``'s open transaction, each in a SAVEPOINT.

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from quart import Quart, Response, current_app, g, request
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from service.db import get_database
@@ -31,7 +28,7 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "D
 
 
 class Metrics:
-    """The registry of one app and the metrics its request hooks and engine listener feed."""
+    """The registry of one app and the request metrics its hooks feed."""
 
     def __init__(self, app: Quart) -> None:
         self.registry = CollectorRegistry()
@@ -47,66 +44,68 @@ class Metrics:
             ("method", "route"),
             registry=self.registry,
         )
-        self.queries = Counter(
-            "db_queries", "SQL statements sent to the database.", registry=self.registry
-        )
-        self.registry.register(DatabaseCollector(app, self))
-        # The engine whose statements are counted; None until the Database creates one.
-        self.engine: AsyncEngine | None = None
-
-    def watch(self, engine: AsyncEngine) -> None:
-        """Count the statements of ``engine``; idempotent, and follows a recreated engine."""
-        if engine is not self.engine:
-            event.listen(engine.sync_engine, "before_cursor_execute", self._count_query)
-            self.engine = engine
-
-    def _count_query(self, *_args: Any) -> None:
-        self.queries.inc()
+        self.registry.register(DatabaseCollector(app))
+        # The children of each label set: prometheus_client's labels() validates, converts
+        # and locks on every call. Bounded: methods x URL rules x statuses.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     # -- the request hooks --------------------------------------------------------------------
 
-    async def _watch_engine(self) -> None:
-        # The engine is created lazily; touching it here (no connection is made) makes the
-        # count cover everything from the start of serving, requests or not.
-        self.watch(get_database(current_app).engine)
-
     async def _start_timer(self) -> None:
         g.metrics_started = time.perf_counter()
-        await self._watch_engine()
 
     async def _record_request(self, response: Response) -> Response:
         method = request.method if request.method in _KNOWN_METHODS else OTHER_METHOD
         rule = request.url_rule
         route = rule.rule if rule is not None else UNMATCHED_ROUTE
-        self.requests.labels(method, route, str(response.status_code)).inc()
+        count, duration = self._children_for(method, route, response.status_code)
+        count.inc()
         started: float | None = g.pop("metrics_started", None)
         if started is not None:
-            self.durations.labels(method, route).observe(time.perf_counter() - started)
+            duration.observe(time.perf_counter() - started)
         return response
+
+    def _children_for(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.durations.labels(method, route),
+            )
+            self._children[key] = children
+        return children
 
 
 class DatabaseCollector(Collector):
-    """Pool and session gauges, read at scrape time."""
+    """Pool and session gauges and the statement count, read at scrape time."""
 
-    def __init__(self, app: Quart, metrics: Metrics) -> None:
+    def __init__(self, app: Quart) -> None:
         self.app = app
-        self.metrics = metrics
 
     def describe(self) -> Iterator[Metric]:
-        yield from self._families(pool_size=None, checked_out=None, sessions=None)
+        yield from self._families(pool_size=None, checked_out=None, sessions=None, queries=None)
 
     def collect(self) -> Iterator[Metric]:
-        engine = self.metrics.engine
-        pool = engine.pool if engine is not None else None
+        database = get_database(self.app)
+        pool = database.pool
         pool_size, checked_out = (0, 0)
         if isinstance(pool, QueuePool):  # the pool of both backends; others have no size
             pool_size, checked_out = pool.size(), pool.checkedout()
-        sessions = get_database(self.app).open_sessions
-        yield from self._families(pool_size=pool_size, checked_out=checked_out, sessions=sessions)
+        yield from self._families(
+            pool_size=pool_size,
+            checked_out=checked_out,
+            sessions=database.open_sessions,
+            queries=database.statements.total,
+        )
 
     @staticmethod
     def _families(
-        *, pool_size: int | None, checked_out: int | None, sessions: int | None
+        *,
+        pool_size: int | None,
+        checked_out: int | None,
+        sessions: int | None,
+        queries: int | None,
     ) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "db_pool_size", "Connections the pool keeps (0 before the engine exists).", pool_size
@@ -119,6 +118,7 @@ class DatabaseCollector(Collector):
             "Live entries in the task-scoped session registry, the scrape's own included.",
             sessions,
         )
+        yield CounterMetricFamily("db_queries", "SQL statements sent to the database.", queries)
 
 
 def get_metrics(app: Quart | None = None) -> Metrics:
@@ -142,6 +142,5 @@ def init_app(app: Quart) -> None:
     """
     metrics = Metrics(app)
     app.extensions[EXTENSION_KEY] = metrics
-    app.before_serving(metrics._watch_engine)
     app.before_request(metrics._start_timer)
     app.after_request(metrics._record_request)

@@ -6,9 +6,14 @@ import logging
 
 import orjson
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine.events import ConnectionEvents
+from sqlalchemy.exc import DBAPIError
 
 from service.app import create_app
+from service.db import Database
 from service.logs import JSONFormatter
+from service.settings import load_settings
 from tests.conftest import AUTH, TOKEN, settings_for
 from tests.databases import Databases
 
@@ -55,3 +60,44 @@ async def test_no_token_or_parameter_value_reaches_the_logs(
     assert any(r.name == "service.slow_query" for r in caplog.records)
     assert TOKEN not in text
     assert secret_name not in text
+
+
+async def test_every_statement_is_counted_and_timed(
+    databases: Databases, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(load_settings(settings_for(databases.shared_url, SLOW_QUERY_MS=0.001)))
+    async with database:
+        with caplog.at_level(logging.WARNING, logger="service.slow_query"):
+            async with database.engine.connect() as connection:
+                # The first statement also brings the dialect's own (and SQLite's BEGIN).
+                await connection.exec_driver_sql("SELECT 1")  # do_execute_no_params
+                before = database.statements.total
+                await connection.execute(text("SELECT 1 WHERE 1 = :x"), {"x": 1})  # do_execute
+                await connection.exec_driver_sql("CREATE TEMPORARY TABLE numbers (x integer)")
+                insert = text("INSERT INTO numbers (x) VALUES (:x)")
+                await connection.execute(insert, [{"x": 1}, {"x": 2}, {"x": 3}])  # executemany
+                assert (await connection.scalar(text("SELECT count(*) FROM numbers"))) == 3
+                assert database.statements.total == before + 4
+                with pytest.raises(DBAPIError):
+                    await connection.exec_driver_sql("SELECT * FROM no_such_table")
+                assert database.statements.total == before + 5
+    slow = [r.__dict__["statement"] for r in caplog.records if r.name == "service.slow_query"]
+    assert "SELECT * FROM no_such_table" in slow
+    assert len(slow) == database.statements.total
+
+
+async def test_statement_watch_leaves_connections_off_the_event_path(
+    databases: Databases,
+) -> None:
+    # A single connection event makes SQLAlchemy dispatch events on every checkout, begin,
+    # commit and rollback of every connection; on PostgreSQL the service needs none.
+    database = Database(load_settings(settings_for(databases.shared_url)))
+    async with database:
+        dispatch = database.engine.sync_engine.dispatch
+        listened = {name for name in _CONNECTION_EVENTS if getattr(dispatch, name)}
+    assert listened == ({"begin"} if databases.name == "sqlite" else set())
+
+
+_CONNECTION_EVENTS = [
+    name for name in dir(ConnectionEvents) if not name.startswith("_") and name != "dispatch"
+]
