@@ -76,8 +76,9 @@ async def _reject_oversized_body() -> None:
 def sent_header(name: str) -> str | None:
     """The request's first ``name`` header, if any.
 
-    ``Headers.get`` finds a missing header by raising and catching an exception, which costs
-    more than the rest of a request-id hook; ``getlist`` only loops.
+    ``Headers.get`` finds a missing header by raising and catching an exception, about three
+    times the cost of ``getlist``, which only loops. The headers read on every GET
+    (``X-Request-ID``, ``If-None-Match``) are usually absent.
     """
     values = request.headers.getlist(name)
     return values[0] if values else None

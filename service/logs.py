@@ -85,7 +85,7 @@ class StatementWatch:
     runs the statement itself. A connection event (``before_cursor_execute``) would do the
     same, but any connection event puts every connection of the engine on SQLAlchemy's
     event path for checkouts, begins, commits and rollbacks too; on PostgreSQL that path
-    cost a tenth of the CPU time of a GET (bench/RESULTS.md).
+    cost about 13 % of the CPU instructions of a GET (bench/RESULTS.md).
     """
 
     def __init__(self, settings: Settings) -> None:
