@@ -58,14 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- the child: one rung, some batches of requests ------------------------------------------
 
 
-def plain_url(url: str) -> str:
-    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
-
-
 def build(rung: str, url: str, pool_size: int) -> ASGIApp:
     """The rung's ASGI app."""
     if rung == "quart-floor":
-        return _quart_floor(url, pool_size)
+        return _quart_floor(pool_size)
     from service.app import create_app
     from service.db import get_database
     from service.queries import records as queries
@@ -89,56 +85,65 @@ def build(rung: str, url: str, pool_size: int) -> ASGIApp:
     app.after_request_funcs[None].clear()
     if rung == "sqlalchemy":
         return app
-    if rung == "routes":
+    if rung == "session":
+        read = _read_on_the_sessions_connection()
+    else:
         before.clear()
         app.teardown_request_funcs[None].clear()
         setattr(routes, "current_session", lambda: None)  # noqa: B010 - the route gets None
-    read = _driver_read(app, url, pool_size, on_session=rung == "session")
+        read = _read_on_a_pool(_pool_opened_at_startup(app, pool_size))
     setattr(queries, "read_record", read)  # noqa: B010 - monkeypatching, on purpose
     return app
 
 
-def _driver_read(app: Any, url: str, pool_size: int, *, on_session: bool) -> Callable[..., Any]:
-    """read_record with the statement sent by asyncpg: on the session's connection, or on a
-    pool of its own (opened at startup) when there is no session."""
+def _pool_opened_at_startup(app: Any, pool_size: int) -> list[Any]:
+    """A list that holds an asyncpg pool on DATABASE_URL once ``app`` has started."""
     import asyncpg
 
+    from bench.peers.common import plain_url
+
+    pool: list[asyncpg.Pool] = []
+
+    async def connect() -> None:
+        pool.append(await asyncpg.create_pool(plain_url(), max_size=pool_size))
+
+    app.before_serving(connect)
+    return pool
+
+
+def _read_on_the_sessions_connection() -> Callable[..., Any]:
+    """read_record with the statement sent by asyncpg on the session's connection."""
     from bench.peers.raw_app import RECORD_BY_ID, _record
     from service.schemas.records import RecordPublic
 
-    pool: list[asyncpg.Pool] = []
-    if not on_session:
-
-        async def connect() -> None:
-            pool.append(await asyncpg.create_pool(plain_url(url), max_size=pool_size))
-
-        app.before_serving(connect)
-
     async def read_record(session: Any, record_id: int) -> RecordPublic:
-        if on_session:
-            connection = await (await session.connection()).get_raw_connection()
-            row = await connection.driver_connection.fetchrow(RECORD_BY_ID, record_id)
-        else:
-            row = await pool[0].fetchrow(RECORD_BY_ID, record_id)
+        connection = await (await session.connection()).get_raw_connection()
+        row = await connection.driver_connection.fetchrow(RECORD_BY_ID, record_id)
         return RecordPublic.model_validate(_record(row))
 
     return read_record
 
 
-def _quart_floor(url: str, pool_size: int) -> ASGIApp:
-    import asyncpg
+def _read_on_a_pool(pool: list[Any]) -> Callable[..., Any]:
+    """read_record with the statement sent by asyncpg on a pool of its own (no session)."""
+    from bench.peers.raw_app import RECORD_BY_ID, _record
+    from service.schemas.records import RecordPublic
+
+    async def read_record(_session: None, record_id: int) -> RecordPublic:
+        row = await pool[0].fetchrow(RECORD_BY_ID, record_id)
+        return RecordPublic.model_validate(_record(row))
+
+    return read_record
+
+
+def _quart_floor(pool_size: int) -> ASGIApp:
     import orjson
     from quart import Quart, Response
 
     from bench.peers.raw_app import RECORD_BY_ID, _record
 
     app = Quart(__name__)
-    pool: list[asyncpg.Pool] = []
-
-    async def connect() -> None:
-        pool.append(await asyncpg.create_pool(plain_url(url), max_size=pool_size))
-
-    app.before_serving(connect)
+    pool = _pool_opened_at_startup(app, pool_size)
 
     @app.get("/records/<int:record_id>")
     async def get(record_id: int) -> Response:
@@ -187,7 +192,9 @@ async def get(app: ASGIApp, record_id: int) -> None:
 async def child(options: argparse.Namespace) -> None:
     import asyncpg
 
-    connection = await asyncpg.connect(plain_url(options.database_url))
+    from bench.peers.common import plain_url
+
+    connection = await asyncpg.connect(plain_url())
     rows = await connection.fetch("SELECT id FROM records ORDER BY random() LIMIT 2000")
     await connection.close()
     ids = [row["id"] for row in rows]
@@ -237,7 +244,8 @@ def run_rung(options: argparse.Namespace, rung: str, batches: int, *, valgrind: 
     if valgrind:
         command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
                    "--cachegrind-out-file=/dev/null", *command]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    # The child and the peers' helpers it borrows read the database from the environment.
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "DATABASE_URL": options.database_url}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPOSITORY)
     if done.returncode != 0:
         raise SystemExit(f"rung {rung} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
