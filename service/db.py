@@ -10,12 +10,14 @@ never creates a session, so a task that forgot its scope fails loudly instead of
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import aiosqlite
 import asyncpg
 import orjson
 from quart import Quart, current_app, request
@@ -229,9 +231,39 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.DB_POOL_TIMEOUT,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
+    event.listen(engine.sync_engine, "do_connect", _use_stop_once_connection)
     event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
     event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+class StopOnceConnection(aiosqlite.Connection):
+    """aiosqlite's connection, whose ``close()`` cannot wait forever.
+
+    SQLAlchemy closes a discarded connection in a task of its own and, if its caller is
+    cancelled meanwhile, stops the connection's thread at once. aiosqlite 0.22's ``close()``
+    then asks the stopped thread to stop again and waits for an answer that never comes: the
+    task hangs, and so does the event loop's shutdown. A second stop request has nothing to
+    do, so it is not sent.
+    """
+
+    def stop(self) -> asyncio.Future[Any] | None:
+        if not self._running:
+            return None
+        return super().stop()
+
+
+def _use_stop_once_connection(
+    _dialect: Any, _record: ConnectionPoolEntry, _cargs: Any, cparams: dict[str, Any]
+) -> None:
+    cparams["async_creator_fn"] = _connect_sqlite
+
+
+def _connect_sqlite(database: str, *, iter_chunk_size: int = 64, **kwargs: Any) -> Any:
+    """What ``aiosqlite.connect`` does, with a :class:`StopOnceConnection`."""
+    connection = StopOnceConnection(lambda: sqlite3.connect(database, **kwargs), iter_chunk_size)
+    connection._thread.daemon = True  # as SQLAlchemy does: a forgotten thread must not block exit
+    return connection
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import random
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,9 +20,11 @@ from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.db import (
+    SQLITE_BEGIN,
     Database,
     NoSessionError,
     SessionInUseError,
+    create_engine,
     current_session,
     get_database,
 )
@@ -196,6 +202,44 @@ async def test_sqlite_concurrent_read_then_write_requests_all_succeed(
     async with db.session_scope(writes=False) as session:
         assert await session.scalar(select(func.count()).select_from(Country)) == 50
     await _settle(db)
+
+
+@pytest.mark.sqlite_only
+async def test_a_connection_discarded_by_a_cancelled_task_leaves_no_task_behind(
+    database_url: str,
+) -> None:
+    # SQLAlchemy closes a discarded connection in a task of its own; cancelling the caller
+    # at different steps of that close once left the task waiting forever (see
+    # StopOnceConnection), and the event loop could not shut down.
+    engine = create_engine(load_settings(settings_for(database_url)))
+    closing: list[asyncio.Task[Any]] = []
+    with warnings.catch_warnings():
+        # aiosqlite warns about connections its thread stopped before close() ran.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            for steps in range(20):
+                connection = await engine.connect()
+                await connection.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+                await connection.exec_driver_sql("SELECT 1")
+                discarding = asyncio.create_task(connection.invalidate())
+                for _ in range(steps % 4):
+                    await asyncio.sleep(0)
+                discarding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await discarding
+                await connection.close()
+            await asyncio.sleep(0.2)
+            closing = [
+                task
+                for task in asyncio.all_tasks()
+                if "_terminate_graceful_close" in repr(task) and not task.done()
+            ]
+            assert closing == []
+        finally:
+            for task in closing:  # a failure must not also hang the test's event loop
+                task._fut_waiter.set_result(None)  # type: ignore[attr-defined]
+            await engine.dispose()
+            gc.collect()
 
 
 # -- 1,000 requests of every kind, a third of them cancelled at a random point ---------------
