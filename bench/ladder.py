@@ -6,8 +6,10 @@ GETs at a fixed concurrency, against a PostgreSQL database that holds records (a
 per request. Every rung adds one layer to the one before:
 
 - ``quart-floor``: a one-route Quart app on an asyncpg pool: what any Quart app pays;
-- ``routes``: the service's app, routes and schemas, without request hooks and without a
-  session; the row is fetched with asyncpg on a pool of its own;
+- ``routes``: the service's app (its own app class, ``service/asgi.py``), routes and
+  schemas, without request hooks and without a session; the row is fetched with asyncpg on
+  a pool of its own. It can cost less than ``quart-floor``: the app class skips per-request
+  work that stock Quart does;
 - ``session``: plus the per-request ``AsyncSession`` (opened in ``before_request``, removed
   at teardown); the row is still fetched with asyncpg, on the session's connection;
 - ``sqlalchemy``: plus the statement run by SQLAlchemy Core instead of asyncpg;
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     previous = None
     for rung in options.rungs.split(","):
         cost = per_request(options, rung)
-        step = "" if previous is None else f"  (+{cost - previous:,.0f})"
+        step = "" if previous is None else f"  ({cost - previous:+,.0f})"
         print(f"{rung:12s} {cost:>12,.0f}{step}", flush=True)
         previous = cost
 

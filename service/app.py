@@ -12,6 +12,7 @@ from quart import Quart
 from quart_schema import QuartSchema
 
 from service import __version__, auth, cli, cors, http, jobs, logs, metrics
+from service.asgi import ServiceApp
 from service.db import Database
 from service.errors import register_error_handlers
 from service.logs import configure_logging
@@ -36,7 +37,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     configure_logging(settings)
 
     # The API docs page is served with Swagger UI's own assets: no internet access needed.
-    app = Quart(__name__, static_folder=SWAGGER_UI_ASSETS, static_url_path="/docs/static")
+    app = ServiceApp(__name__, static_folder=SWAGGER_UI_ASSETS, static_url_path="/docs/static")
     app.config["SETTINGS"] = settings
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/docs/static/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/docs/static/swagger-ui.css"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any
@@ -58,6 +59,12 @@ class ServiceRequest(Request):
             return orjson.loads(data)
         except orjson.JSONDecodeError as error:
             raise APIError(400, f"malformed JSON: {error}") from None
+
+    @functools.cached_property
+    def blueprints(self) -> list[str]:
+        """Quart works this out from the endpoint three times per request (the hooks, the
+        response, the teardown); it is fixed once the request is routed, before any of them."""
+        return super().blueprints
 
 
 def body_limit() -> int:
@@ -160,12 +167,11 @@ def _serialize_models_directly(app: Quart) -> None:
 
 
 def init_app(app: Quart, settings: Settings) -> None:
-    """Install the JSON provider, the request class and the per-request hooks."""
+    """Install the JSON provider, the response serializer and the per-request hooks."""
     app.url_map.converters["id"] = IdConverter
     app.asgi_app = TrailingSlashInsensitive(app.asgi_app)  # type: ignore[method-assign]
     app.json = JSONProvider(app)
     _serialize_models_directly(app)
-    app.request_class = ServiceRequest
     # Quart enforces one limit for every route while the body streams in; the bulk route's
     # larger limit is the ceiling, and body_limit() applies the per-route one.
     app.config["MAX_CONTENT_LENGTH"] = max(settings.MAX_BODY_BYTES, settings.BULK_MAX_BODY_BYTES)
