@@ -163,13 +163,24 @@ async def _route(scope: Scope, receive: Receive) -> tuple[int, Any]:
     raise RequestError(404, f"no route for {method} {path}")
 
 
+async def _no_session_reset(_connection: asyncpg.Connection) -> None:
+    """By default the pool sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` each time a connection comes back: one more round trip per request, which
+    the service's pool does not make either. An open transaction is still rolled back
+    (asyncpg does that before calling this)."""
+
+
 async def _lifespan(receive: Receive, send: Send) -> None:
     global pool
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             pool = await asyncpg.create_pool(
-                plain_url(), min_size=POOL_SIZE, max_size=POOL_SIZE, timeout=POOL_TIMEOUT
+                plain_url(),
+                min_size=POOL_SIZE,
+                max_size=POOL_SIZE,
+                timeout=POOL_TIMEOUT,
+                reset=_no_session_reset,
             )
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
