@@ -13,8 +13,7 @@ from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart
-from quart.asgi import ASGIHTTPConnection
-from quart.debug import traceback_response
+from quart.asgi import ASGIHTTPConnection, _handle_exception
 from quart.wrappers import Request, Response
 
 from service.http import ServiceRequest
@@ -54,7 +53,6 @@ class RequestTaskHTTPConnection(ASGIHTTPConnection):
         try:
             await self.handle_request(request, send)
         except asyncio.CancelledError:
-            handled = True
             # Quart ends quietly when the client left; any other cancel goes on up.
             if not client_left or handler.uncancel() > 0:
                 raise
@@ -66,9 +64,8 @@ class RequestTaskHTTPConnection(ASGIHTTPConnection):
         try:
             response = await self.app.handle_request(request)
         except Exception as error:
-            if not (self.app.debug or self.app.testing):
-                raise
-            response = await traceback_response(error)
+            # Quart's own handling: a traceback page when debugging or testing, else re-raised.
+            response = await _handle_exception(self.app, error)
         timeout = self.app.config["RESPONSE_TIMEOUT"]
         if isinstance(response, Response) and response.timeout is not Ellipsis:
             timeout = response.timeout

@@ -141,6 +141,16 @@ def test_the_coroutine_check_of_a_callable_is_made_once(app: Quart) -> None:
     assert app.ensure_async(interface.open_session) is app.ensure_async(interface.open_session)
 
 
+async def test_an_unhashable_callable_is_still_made_async(app: Quart) -> None:
+    class Hook:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self) -> str:
+            return "called"
+
+    assert await app.ensure_async(Hook())() == "called"
+
+
 def test_callables_made_per_request_are_not_kept_forever(app: Quart) -> None:
     for _ in range(1000):
         app.ensure_async(lambda: None)  # as after_this_request does for every request
