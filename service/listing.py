@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import FieldError, validation_error
 from service.pagination import Listing, SortKey, cursor_page, next_link, numbered_page
+from service.queries.rows import as_dicts
 from service.schemas.common import CursorList, ListQuery, NumberedList
 
 P = TypeVar("P", bound=BaseModel)
@@ -32,7 +33,7 @@ async def paginate(
             raise validation_error([FieldError("cursor", "use either cursor or page, not both")])
         numbered = await numbered_page(session, listing, key, query.page, query.per_page)
         body: ListBody = NumberedList[Any](
-            items=[to_public(row) for row in numbered.items],
+            items=[to_public(row) for row in as_dicts(listing.statement, numbered.items)],
             page=query.page,
             per_page=query.per_page,
             total=numbered.total,
@@ -41,5 +42,5 @@ async def paginate(
         return body, {}
     page = await cursor_page(session, listing, key, order, query.limit, query.cursor)
     headers = {"Link": next_link(page.next_cursor)} if page.next_cursor else {}
-    items = [to_public(row) for row in page.items]
+    items = [to_public(row) for row in as_dicts(listing.statement, page.items)]
     return CursorList[Any](items=items, next_cursor=page.next_cursor), headers

@@ -28,6 +28,7 @@ from service.errors import APIError, FieldError, conflict, not_found, validation
 from service.models import Country, Record, Source, record_sources, utc_now
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name
+from service.queries.rows import as_dict
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
 # Read paths select table columns, not mapped attributes: the session then runs them as plain
@@ -138,7 +139,7 @@ async def read_record(session: AsyncSession, record_id: int) -> RecordPublic:
     row = (await session.execute(statement, {"record_id": record_id})).first()
     if row is None:
         raise not_found(f"record {record_id} does not exist")
-    return RecordPublic.model_validate(row)
+    return RecordPublic.model_validate(as_dict(statement, row))
 
 
 async def get_record(session: AsyncSession, record_id: int) -> Record:

@@ -1,0 +1,78 @@
+"""What read paths validate their responses from: rows as dicts, timestamps as aware UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+from sqlalchemy import select, text
+
+from service.db import Database, get_database
+from service.models import Country
+from service.pagination import Listing
+from service.queries import countries, records, sources
+from service.queries.records import public_columns
+from service.queries.rows import as_dict, as_dicts
+from service.schemas.records import RecordQuery
+from service.settings import load_settings
+from tests.factories import create_record, create_source
+
+
+def _reads(dialect: str, record: dict[str, Any], source_id: int) -> list[Listing]:
+    """The statement behind GET /records/{id} and those behind every list, each with
+    parameters that select the record made by the test (or its country, or its source)."""
+    filters = RecordQuery(country=record["country"], date_from="2003-01-01", min_cases=0)
+    return [
+        Listing(records._record_by_id(dialect), {"record_id": record["id"]}),
+        Listing(public_columns(dialect), {}),
+        records.list_statement(filters, dialect, source_id=source_id),
+        records.list_statement(RecordQuery(country_id=record["country_id"]), dialect),
+        countries.list_statement(None),
+        countries.list_statement(record["country"].lower()),
+        sources.list_statement(),
+    ]
+
+
+async def test_rows_become_the_dicts_sqlalchemy_would_give(app: Quart, client: Client) -> None:
+    source = await create_source(client)
+    record = await create_record(client, country="Rowland", source_ids=[source["id"]])
+    db = get_database(app)
+    async with db.session_scope(writes=False) as session:
+        for read in _reads(session.get_bind().dialect.name, record, source["id"]):
+            rows = (await session.execute(read.statement, read.params)).all()
+            assert rows, read
+            assert as_dicts(read.statement, rows) == [row._asdict() for row in rows]
+            assert as_dict(read.statement, rows[0]) == rows[0]._asdict()
+
+
+async def test_a_row_of_another_statement_is_refused(app: Quart) -> None:
+    db = get_database(app)
+    async with db.session_scope(writes=False) as session:
+        row = (await session.execute(select(text("1 AS one")))).one()
+        dialect = session.get_bind().dialect.name
+    with pytest.raises(ValueError, match="zip"):
+        as_dict(records._record_by_id(dialect), row)
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "Pacific/Auckland", "America/Los_Angeles"])
+async def test_timestamps_read_back_as_aware_utc(database_url: str, time_zone: str) -> None:
+    """Whatever the database session's time zone; PostgreSQL's driver already answers in
+    UTC, so the service skips its own conversion there (service.models.UTCDateTime)."""
+    written = dt.datetime(
+        2003, 3, 17, 12, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=5))
+    )
+    async with Database(load_settings({"DATABASE_URL": database_url})) as db:
+        async with db.session_scope(commit=True) as session:
+            session.add(Country(name="Timed", created_at=written, updated_at=written))
+        async with db.session_scope() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                await session.execute(text(f"SET TIME ZONE '{time_zone}'"))
+            core = await session.scalar(select(Country.__table__.c.created_at))
+            orm = await session.scalar(select(Country))
+            assert orm is not None
+            for value in (core, orm.created_at, orm.updated_at):
+                assert value == written
+                assert value.tzinfo is dt.UTC
