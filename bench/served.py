@@ -1,0 +1,222 @@
+"""What a request costs the service as served: Hypercorn included, counted in instructions.
+
+The service runs under Hypercorn (its ``hypercorn.toml``, one worker, no access log) inside
+valgrind; this script is the client, sending keep-alive HTTP/1.1 requests over loopback
+from 16 connections. Twice: once with a few hundred requests, once with a thousand more.
+The difference in the server's instruction count, divided by the extra requests, is what
+one request costs the server process: HTTP parsing, Quart, the session, SQLAlchemy,
+asyncpg and the event loop, without start-up or warm-up. It repeats to about 2 %, where
+requests per second on a shared machine swing by tens of per cent, so it shows what a
+small change buys. PostgreSQL's own work is not counted (another process).
+
+Give git revisions to compare them side by side (each is checked out in a temporary
+worktree); without one, the working tree is measured::
+
+    python bench/served.py --database-url postgresql://postgres@127.0.0.1:5432/bench_xxx
+    python bench/served.py --database-url ... --rev HEAD~1 --rev HEAD --endpoints get,list
+
+The database must hold records (see ``bench/ladder.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+CONCURRENCY = 16
+FEW, MORE = 300, 1300  # requests per run; list pages cost about three GETs: a third of that
+ENDPOINTS = ("get", "list")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True, help="PostgreSQL with records")
+    parser.add_argument("--rev", action="append", default=[], help="git revision (repeatable)")
+    parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="get,list")
+    return parser.parse_args(argv)
+
+
+async def sample_paths(database_url: str) -> dict[str, list[str]]:
+    """Paths of each endpoint: random record ids, and countries with at least a page."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        ids = await connection.fetch("SELECT id FROM records ORDER BY random() LIMIT 2000")
+        names = await connection.fetch(
+            "SELECT c.name FROM countries c JOIN records r ON r.country_id = c.id "
+            "GROUP BY c.name HAVING count(*) >= 50 ORDER BY c.name LIMIT 50"
+        )
+    finally:
+        await connection.close()
+    if not ids or not names:
+        raise SystemExit("the database needs records, and a country with 50 of them")
+    return {
+        "get": [f"/records/{row['id']}" for row in ids],
+        "list": [f"/records?country={quote(row['name'])}&limit=50" for row in names],
+    }
+
+
+async def send_requests(port: int, paths: list[str], count: int) -> None:
+    """``count`` GETs over CONCURRENCY keep-alive connections; each must answer 200."""
+    chooser = random.Random(2003)
+    left = count
+
+    async def connection() -> None:
+        nonlocal left
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while left > 0:
+            left -= 1
+            request = f"GET {chooser.choice(paths)} HTTP/1.1\r\nHost: bench\r\n\r\n"
+            writer.write(request.encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise SystemExit(f"{request.split()[1]} answered {head[:60]!r}")
+            length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+            assert length is not None, head
+            await reader.readexactly(int(length.group(1)))
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(CONCURRENCY)))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def hypercorn_config(tree: Path, into: Path) -> Path:
+    """The tree's hypercorn.toml without its access log, written into ``into``."""
+    config = tomllib.loads((tree / "hypercorn.toml").read_text())
+    config.pop("accesslog", None)
+    config.pop("access_log_format", None)
+    config["loglevel"] = "WARNING"
+    path = into / "hypercorn.toml"
+    path.write_text("".join(f"{key} = {_toml(value)}\n" for key, value in config.items()))
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def instructions(tree: Path, database_url: str, paths: list[str], count: int) -> int:
+    """The server's instruction count over its whole life, having served ``count`` GETs."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="served-") as scratch:
+        out = Path(scratch) / "cachegrind.out"
+        command = [
+            "valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
+            sys.executable, "-m", "hypercorn", "--config",
+            str(hypercorn_config(tree, Path(scratch))), "--workers", "0",
+            "--bind", f"127.0.0.1:{port}", "service.app:app",
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "DATABASE_URL": database_url.replace("postgresql://", "postgresql+asyncpg://", 1),
+            "LOG_LEVEL": "WARNING",
+            "API_TOKENS": "served",
+            "DB_POOL_SIZE": str(CONCURRENCY),
+            "DB_MAX_OVERFLOW": "0",
+            "PYTHONHASHSEED": "0",
+        }
+        log = Path(scratch) / "server.log"
+        with log.open("wb") as stderr:
+            server = subprocess.Popen(command, cwd=tree, env=env, stdout=stderr, stderr=stderr)
+        try:
+            if not is_up(server, port):
+                raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
+            asyncio.run(send_requests(port, paths, count))
+        finally:
+            server.send_signal(signal.SIGINT)  # a graceful stop: valgrind writes its counts
+            server.wait(timeout=300)
+        found = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
+        if found is None:
+            raise SystemExit(f"no instruction count from valgrind:\n{log.read_text()[-3000:]}")
+        return int(found.group(1))
+
+
+def is_up(server: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether the server answers /health within 300 s (imports under valgrind are slow)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and server.poll() is None:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def per_request(tree: Path, database_url: str, endpoint: str, paths: list[str]) -> float:
+    few, more = (FEW, MORE) if endpoint == "get" else (FEW // 3, MORE // 3)
+    extra = instructions(tree, database_url, paths, more)
+    return (extra - instructions(tree, database_url, paths, few)) / (more - few)
+
+
+@contextlib.contextmanager
+def checkout(rev: str | None) -> Iterator[Path]:
+    """The working tree, or ``rev`` in a temporary git worktree."""
+    if rev is None:
+        yield REPOSITORY
+        return
+    with tempfile.TemporaryDirectory(prefix="served-tree-") as scratch:
+        tree = Path(scratch) / "tree"
+        _git("worktree", "add", "--detach", str(tree), rev)
+        try:
+            yield tree
+        finally:
+            _git("worktree", "remove", "--force", str(tree))
+
+
+def _git(*args: str) -> None:
+    subprocess.run(["git", *args], cwd=REPOSITORY, check=True, capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    endpoints = options.endpoints.split(",")
+    paths = asyncio.run(sample_paths(options.database_url))
+    revisions: list[str | None] = options.rev or [None]
+    print(f"instructions per request of the server process (Hypercorn), c={CONCURRENCY}")
+    print(f"{'revision':14s}" + "".join(f"{endpoint:>14s}" for endpoint in endpoints))
+    first: list[float] = []
+    for rev in revisions:
+        with checkout(rev) as tree:
+            costs = [per_request(tree, options.database_url, e, paths[e]) for e in endpoints]
+        cells = "".join(f"{cost:>14,.0f}" for cost in costs)
+        if first:
+            cells += "   " + " ".join(
+                f"{(cost - base) / base:+.1%}" for cost, base in zip(costs, first, strict=True)
+            )
+        first = first or costs
+        print(f"{rev or 'working tree':14s}{cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
