@@ -148,20 +148,23 @@ def _parts(result: Any) -> tuple[Any, int, Any]:
 
 
 def _serialize_models_directly(app: Quart) -> None:
-    """Turn a returned pydantic model into JSON in one step (pydantic's own serializer).
+    """Turn a returned pydantic model, dict or list into JSON in one step.
 
-    quart-schema would dump the model to Python objects and then hand them to the JSON
-    provider; serializing straight to JSON bytes is several times cheaper per response.
+    quart-schema would first dump it to Python objects through a pydantic TypeAdapter made
+    for the response, and then hand them to the JSON provider; serializing straight to JSON
+    bytes (pydantic's serializer for models, orjson for the rest) is several times cheaper.
     """
     convert = app.make_response
 
     async def make_response(result: Any) -> Any:
         value, status, headers = _parts(result)
         if isinstance(value, BaseModel):
-            return app.response_class(
-                value.model_dump_json(), status, headers, content_type="application/json"
-            )
-        return await convert(result)
+            body: str | bytes = value.model_dump_json()
+        elif isinstance(value, dict | list):
+            body = orjson.dumps(value, default=_default, option=_OPTIONS)
+        else:
+            return await convert(result)
+        return app.response_class(body, status, headers, content_type="application/json")
 
     app.make_response = make_response  # type: ignore[method-assign]
 

@@ -1,4 +1,4 @@
-"""What read paths validate their responses from: rows as dicts, timestamps as aware UTC."""
+"""Read paths: rows as dicts, pages served without models, timestamps as aware UTC."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from pydantic import RootModel
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import select, text
@@ -16,9 +17,11 @@ from service.pagination import Listing
 from service.queries import countries, records, sources
 from service.queries.records import public_columns
 from service.queries.rows import as_dict, as_dicts
-from service.schemas.records import RecordQuery
+from service.schemas.countries import CountryList
+from service.schemas.records import RecordList, RecordPublic, RecordQuery
+from service.schemas.sources import SourceList
 from service.settings import load_settings
-from tests.factories import create_record, create_source
+from tests.factories import create_country, create_record, create_source
 
 
 def _reads(dialect: str, record: dict[str, Any], source_id: int) -> list[Listing]:
@@ -46,6 +49,49 @@ async def test_rows_become_the_dicts_sqlalchemy_would_give(app: Quart, client: C
             assert rows, read
             assert as_dicts(read.statement, rows) == [row._asdict() for row in rows]
             assert as_dict(read.statement, rows[0]) == rows[0]._asdict()
+
+
+async def test_pages_are_byte_for_byte_what_their_schemas_would_serve(client: Client) -> None:
+    """A page's items are encoded from the rows, not from models (service/listing.py): the
+    bytes must be those the route's declared schema makes of the same page."""
+    plain = await create_source(client, url=None)
+    dated = await create_source(
+        client, url="https://www.who.int/csr/sars", published_on="2003-04-02"
+    )
+    country = await create_country(client)
+    # Linked in descending order: the aggregate may give them in any order, the schema sorts.
+    record = await create_record(
+        client, country_id=country["id"], source_ids=[dated["id"], plain["id"]]
+    )
+    await create_record(client, country_id=country["id"], date="2003-04-02")
+    schemas: dict[str, type[RootModel[Any]]] = {
+        "/records": RecordList,
+        f"/countries/{country['id']}/records": RecordList,
+        f"/sources/{plain['id']}/records": RecordList,
+        "/countries": CountryList,
+        "/sources": SourceList,
+    }
+    for path, schema in schemas.items():
+        for query in ("limit=3", "page=1&per_page=3"):
+            response = await client.get(f"{path}?{query}")
+            assert response.status_code == 200, path
+            raw = await response.get_data(as_text=True)
+            assert schema.model_validate_json(raw).model_dump_json() == raw, f"{path}?{query}"
+            assert (await response.get_json())["items"], f"{path}?{query}"
+    listed = await client.get(f"/countries/{country['id']}/records?order=date")
+    first = (await listed.get_json())["items"][0]
+    assert first["id"] == record["id"]
+    assert first["source_ids"] == sorted([plain["id"], dated["id"]])
+
+
+def test_a_pages_source_ids_are_sorted_as_the_schema_sorts_them() -> None:
+    """The database's aggregate gives them in no promised order."""
+    statement = public_columns("postgresql")
+    now = dt.datetime(2003, 4, 1, tzinfo=dt.UTC)
+    row = (7, 1, "Sortland", dt.date(2003, 4, 1), 3, 0, 0, [9, 2, 5], 1, now, now)
+    (item,) = records.public_records(statement, [row])  # type: ignore[list-item]
+    assert item["source_ids"] == [2, 5, 9]
+    assert item == RecordPublic.model_validate(item).model_dump()
 
 
 async def test_a_row_of_another_statement_is_refused(app: Quart) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Integer,
+    Row,
     bindparam,
     column,
     func,
@@ -28,7 +29,7 @@ from service.errors import APIError, FieldError, conflict, not_found, validation
 from service.models import Country, Record, Source, record_sources, utc_now
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name
-from service.queries.rows import as_dict
+from service.queries.rows import as_dict, as_dicts
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
 # Read paths select table columns, not mapped attributes: the session then runs them as plain
@@ -126,6 +127,16 @@ def to_public(record: Record) -> RecordPublic:
         created_at=record.created_at,
         updated_at=record.updated_at,
     )
+
+
+def public_records(statement: AnySelect, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    """Rows of ``public_columns`` as RecordPublic's fields, without building models (see
+    service/listing.py). The source ids come from an unordered aggregate; RecordPublic sorts
+    them, and so does this."""
+    items = as_dicts(statement, rows)
+    for item in items:
+        item["source_ids"].sort()
+    return items
 
 
 @functools.cache

@@ -31,7 +31,6 @@ async def list_countries(query_args: CountryQuery) -> tuple[ListBody, int, dict[
         queries.ORDERS,
         query_args.order,
         query_args,
-        CountryPublic.model_validate,
     )
     return body, 200, headers
 

@@ -53,7 +53,7 @@ async def list_records(
         queries.ORDERS,
         query.order,
         query,
-        RecordPublic.model_validate,
+        queries.public_records,
     )
     return body, 200, headers
 

@@ -30,7 +30,6 @@ async def list_sources(query_args: SourceQuery) -> tuple[ListBody, int, dict[str
         queries.ORDERS,
         query_args.order,
         query_args,
-        SourcePublic.model_validate,
     )
     return body, 200, headers
 
