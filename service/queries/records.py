@@ -12,6 +12,7 @@ from sqlalchemy import (
     Date,
     Integer,
     Row,
+    Select,
     bindparam,
     column,
     func,
@@ -37,6 +38,9 @@ from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, Re
 records = Record.__table__
 countries = Country.__table__
 _INSERT_RECORD = insert(records).returning(records.c.id)  # type: ignore[arg-type]
+_COUNTRY_NAME: Select[str] = select(countries.c.name).where(
+    countries.c.id == bindparam("country_id")
+)
 ORDERS: dict[str, SortKey] = sort_keys(records.c.id, date=records.c.date, cases=records.c.cases)
 WRITABLE_FIGURES = ("date", "cases", "deaths", "recoveries")
 
@@ -45,6 +49,14 @@ def _with_relations(statement: AnySelect) -> AnySelect:
     return statement.options(
         joinedload(Record.country), selectinload(Record.sources).load_only(Source.id)
     )
+
+
+# Built once, with bound values: a statement built per call costs more than running it.
+_RECORD_WITH_RELATIONS = _with_relations(select(Record).where(Record.id == bindparam("record_id")))
+_SOURCES_BY_ID = select(Source).where(Source.id.in_(bindparam("source_ids", expanding=True)))
+_ID_BY_KEY: Select[int] = select(records.c.id).where(
+    records.c.country_id == bindparam("country_id"), records.c.date == bindparam("date")
+)
 
 
 def _source_ids(dialect: str) -> Any:
@@ -155,8 +167,7 @@ async def read_record(session: AsyncSession, record_id: int) -> RecordPublic:
 
 async def get_record(session: AsyncSession, record_id: int) -> Record:
     """One record as an ORM object with its country and sources, for writes."""
-    statement = _with_relations(select(Record).where(Record.id == record_id))
-    record: Record | None = await session.scalar(statement)
+    record: Record | None = await session.scalar(_RECORD_WITH_RELATIONS, {"record_id": record_id})
     if record is None:
         raise not_found(f"record {record_id} does not exist")
     return record
@@ -187,7 +198,7 @@ async def _sources(session: AsyncSession, source_ids: Sequence[int]) -> list[Sou
     wanted = list(dict.fromkeys(source_ids))
     if not wanted:
         return []
-    found = {s.id: s for s in await session.scalars(select(Source).where(Source.id.in_(wanted)))}
+    found = {s.id: s for s in await session.scalars(_SOURCES_BY_ID, {"source_ids": wanted})}
     missing = [
         FieldError(f"source_ids.{index}", f"source {source_id} does not exist")
         for index, source_id in enumerate(source_ids)
@@ -201,8 +212,7 @@ async def _sources(session: AsyncSession, source_ids: Sequence[int]) -> list[Sou
 async def _refuse_duplicate_key(
     session: AsyncSession, country: Country, date: Any, record_id: int | None = None
 ) -> None:
-    statement = select(Record.id).where(Record.country_id == country.id, Record.date == date)
-    existing = await session.scalar(statement)
+    existing = await session.scalar(_ID_BY_KEY, {"country_id": country.id, "date": date})
     if existing is not None and existing != record_id:
         raise conflict(f"{country.name} already has a record for {date} (record {existing})")
 
@@ -213,7 +223,7 @@ async def _country_key(
     """(id, name) of the record's country, created when a new name is given."""
     if name is not None:
         return await country_id_for_name(session, name), name
-    found = await session.scalar(select(Country.name).where(Country.id == country_id))
+    found = await session.scalar(_COUNTRY_NAME, {"country_id": country_id})
     if found is None:
         raise validation_error([FieldError("country_id", f"country {country_id} does not exist")])
     assert country_id is not None
