@@ -5,7 +5,9 @@ valgrind; this script is the client, sending keep-alive HTTP/1.1 requests over l
 from 16 connections. Twice: once with a few hundred requests, once with a thousand more.
 The difference in the server's instruction count, divided by the extra requests, is what
 one request costs the server process: HTTP parsing, Quart, the session, SQLAlchemy,
-asyncpg and the event loop, without start-up or warm-up. It repeats to about 2 %, where
+asyncpg and the event loop, without start-up or warm-up. Endpoints: GET /records/{id} (random
+ids), a list page (``/records?country=NAME&limit=50``) and POST /records, which writes:
+each POST creates a record, in countries named ``served-<run>-<n>``. It repeats to about 2 %, where
 requests per second on a shared machine swing by tens of per cent, so it shows what a
 small change buys. PostgreSQL's own work is not counted (another process).
 
@@ -23,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
+import itertools
 import os
 import random
 import re
@@ -35,23 +39,26 @@ import tempfile
 import time
 import tomllib
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
+import orjson
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
-FEW, MORE = 300, 1300  # requests per run; list pages cost about three GETs: a third of that
-ENDPOINTS = ("get", "list")
+FEW, MORE = 300, 1300  # requests per run; list pages cost about two GETs: a third of that
+ENDPOINTS = ("get", "list", "post")
+TOKEN = "served"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True, help="PostgreSQL with records")
     parser.add_argument("--rev", action="append", default=[], help="git revision (repeatable)")
-    parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="get,list")
+    parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="get,list,post")
     return parser.parse_args(argv)
 
 
@@ -74,9 +81,31 @@ async def sample_paths(database_url: str) -> dict[str, list[str]]:
     }
 
 
-async def send_requests(port: int, paths: list[str], count: int) -> None:
-    """``count`` GETs over CONCURRENCY keep-alive connections; each must answer 200."""
+def requests_of(endpoint: str, paths: dict[str, list[str]]) -> Callable[[], bytes]:
+    """A maker of the endpoint's requests: GETs of random sample paths, or POSTs that each
+    create a record (a new country every 300 dates, named after this run: no conflicts)."""
     chooser = random.Random(2003)
+    if endpoint != "post":
+        sample = paths[endpoint]
+        return lambda: f"GET {chooser.choice(sample)} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    run = uuid.uuid4().hex[:12]
+    made = itertools.count()
+
+    def post() -> bytes:
+        n = next(made)
+        day = dt.date(2003, 1, 1) + dt.timedelta(days=n % 300)
+        body = orjson.dumps({"country": f"served-{run}-{n // 300}", "date": day, "cases": 1})
+        head = (
+            "POST /records HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    return post
+
+
+async def send_requests(port: int, make_request: Callable[[], bytes], count: int) -> None:
+    """``count`` requests over CONCURRENCY keep-alive connections; each must succeed."""
     left = count
 
     async def connection() -> None:
@@ -84,11 +113,11 @@ async def send_requests(port: int, paths: list[str], count: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while left > 0:
             left -= 1
-            request = f"GET {chooser.choice(paths)} HTTP/1.1\r\nHost: bench\r\n\r\n"
-            writer.write(request.encode())
+            request = make_request()
+            writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise SystemExit(f"{request.split()[1]} answered {head[:60]!r}")
+            if not re.match(rb"HTTP/1.1 20[01] ", head):
+                raise SystemExit(f"{request.split()[1]!r} answered {head[:60]!r}")
             length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
             assert length is not None, head
             await reader.readexactly(int(length.group(1)))
@@ -123,8 +152,10 @@ def _toml(value: object) -> str:
     return str(value)
 
 
-def instructions(tree: Path, database_url: str, paths: list[str], count: int) -> int:
-    """The server's instruction count over its whole life, having served ``count`` GETs."""
+def instructions(
+    tree: Path, database_url: str, make_request: Callable[[], bytes], count: int
+) -> int:
+    """The server's instruction count over its whole life, having served ``count`` requests."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="served-") as scratch:
         out = Path(scratch) / "cachegrind.out"
@@ -139,7 +170,7 @@ def instructions(tree: Path, database_url: str, paths: list[str], count: int) ->
             "PYTHONPATH": str(tree),
             "DATABASE_URL": database_url.replace("postgresql://", "postgresql+asyncpg://", 1),
             "LOG_LEVEL": "WARNING",
-            "API_TOKENS": "served",
+            "API_TOKENS": TOKEN,
             "DB_POOL_SIZE": str(CONCURRENCY),
             "DB_MAX_OVERFLOW": "0",
             "PYTHONHASHSEED": "0",
@@ -150,7 +181,7 @@ def instructions(tree: Path, database_url: str, paths: list[str], count: int) ->
         try:
             if not is_up(server, port):
                 raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
-            asyncio.run(send_requests(port, paths, count))
+            asyncio.run(send_requests(port, make_request, count))
         finally:
             server.send_signal(signal.SIGINT)  # a graceful stop: valgrind writes its counts
             server.wait(timeout=300)
@@ -171,10 +202,13 @@ def is_up(server: subprocess.Popen[bytes], port: int) -> bool:
     return False
 
 
-def per_request(tree: Path, database_url: str, endpoint: str, paths: list[str]) -> float:
-    few, more = (FEW, MORE) if endpoint == "get" else (FEW // 3, MORE // 3)
-    extra = instructions(tree, database_url, paths, more)
-    return (extra - instructions(tree, database_url, paths, few)) / (more - few)
+def per_request(
+    tree: Path, database_url: str, endpoint: str, paths: dict[str, list[str]]
+) -> float:
+    few, more = (FEW // 3, MORE // 3) if endpoint == "list" else (FEW, MORE)
+    served_more = instructions(tree, database_url, requests_of(endpoint, paths), more)
+    served_few = instructions(tree, database_url, requests_of(endpoint, paths), few)
+    return (served_more - served_few) / (more - few)
 
 
 @contextlib.contextmanager
@@ -208,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     first: list[float] = []
     for rev in revisions:
         with checkout(rev) as tree:
-            costs = [per_request(tree, options.database_url, e, paths[e]) for e in endpoints]
+            costs = [per_request(tree, options.database_url, e, paths) for e in endpoints]
         cells = "".join(f"{cost:>14,.0f}" for cost in costs)
         if first:
             cells += "   " + " ".join(
