@@ -232,9 +232,10 @@ SERVERS = {
 }  # fmt: skip
 
 
-def hypercorn_config(directory: Path) -> Path:
-    """The service's hypercorn.toml without its access log (no server here logs requests)."""
-    config = tomllib.loads((REPO / "hypercorn.toml").read_text())
+def hypercorn_config(directory: Path, tree: Path = REPO) -> Path:
+    """The service's hypercorn.toml (``tree``'s, by default this checkout's) without its
+    access log (no server here logs requests), written into ``directory``."""
+    config = tomllib.loads((tree / "hypercorn.toml").read_text())
     config.pop("accesslog", None)
     config.pop("access_log_format", None)
     config["loglevel"] = "WARNING"

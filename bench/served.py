@@ -14,8 +14,8 @@ small change buys. PostgreSQL's own work is not counted (another process).
 Give git revisions to compare them side by side (each is checked out in a temporary
 worktree); without one, the working tree is measured::
 
-    python bench/served.py --database-url postgresql://postgres@127.0.0.1:5432/bench_xxx
-    python bench/served.py --database-url ... --rev HEAD~1 --rev HEAD --endpoints get,list
+    python -m bench.served --database-url postgresql://postgres@127.0.0.1:5432/bench_xxx
+    python -m bench.served --database-url ... --rev HEAD~1 --rev HEAD --endpoints get,list
 
 The database must hold records (see ``bench/ladder.py``).
 """
@@ -32,12 +32,10 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +44,8 @@ from urllib.parse import quote
 
 import asyncpg
 import orjson
+
+from bench.run import free_port, hypercorn_config
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16
@@ -126,32 +126,6 @@ async def send_requests(port: int, make_request: Callable[[], bytes], count: int
     await asyncio.gather(*(connection() for _ in range(CONCURRENCY)))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def hypercorn_config(tree: Path, into: Path) -> Path:
-    """The tree's hypercorn.toml without its access log, written into ``into``."""
-    config = tomllib.loads((tree / "hypercorn.toml").read_text())
-    config.pop("accesslog", None)
-    config.pop("access_log_format", None)
-    config["loglevel"] = "WARNING"
-    path = into / "hypercorn.toml"
-    path.write_text("".join(f"{key} = {_toml(value)}\n" for key, value in config.items()))
-    return path
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def instructions(
     tree: Path, database_url: str, make_request: Callable[[], bytes], count: int
 ) -> int:
@@ -162,7 +136,7 @@ def instructions(
         command = [
             "valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
             sys.executable, "-m", "hypercorn", "--config",
-            str(hypercorn_config(tree, Path(scratch))), "--workers", "0",
+            str(hypercorn_config(Path(scratch), tree)), "--workers", "0",
             "--bind", f"127.0.0.1:{port}", "service.app:app",
         ]  # fmt: skip
         env = {

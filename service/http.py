@@ -28,15 +28,19 @@ class JSONProvider(DefaultJSONProvider):
     """orjson: fast, compact, UTC timestamps ending in ``Z``, keys in model order."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return orjson.dumps(obj, default=_default, option=_OPTIONS).decode()
+        return _to_json(obj).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         data = args[0] if len(args) == 1 else (args or kwargs)
-        body = orjson.dumps(data, default=_default, option=_OPTIONS)
-        return current_app.response_class(body, mimetype="application/json")
+        return current_app.response_class(_to_json(data), mimetype="application/json")
+
+
+def _to_json(value: Any) -> bytes:
+    """``value`` as the API's JSON (pydantic models inside it as their JSON form)."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS)
 
 
 def _default(value: Any) -> Any:
@@ -161,7 +165,7 @@ def _serialize_models_directly(app: Quart) -> None:
         if isinstance(value, BaseModel):
             body: str | bytes = value.model_dump_json()
         elif isinstance(value, dict | list):
-            body = orjson.dumps(value, default=_default, option=_OPTIONS)
+            body = _to_json(value)
         else:
             return await convert(result)
         return app.response_class(body, status, headers, content_type="application/json")

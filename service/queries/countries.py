@@ -20,6 +20,9 @@ _NAME_CONTAINS = _COLUMNS.where(func.lower(Country.name).like(bindparam("pattern
 _ID_BY_NAME: Select[int] = select(Country.__table__.c.id).where(
     Country.__table__.c.name == bindparam("name")
 )
+_NAME_BY_ID: Select[str] = select(Country.__table__.c.name).where(
+    Country.__table__.c.id == bindparam("country_id")
+)
 
 
 def list_statement(q: str | None) -> Listing:
@@ -77,6 +80,11 @@ async def delete_country(session: AsyncSession, country_id: int, *, cascade: boo
         )
     await session.delete(country)
     await session.flush()
+
+
+async def country_name(session: AsyncSession, country_id: int) -> str | None:
+    """The name of country ``country_id``; None if there is no such country."""
+    return await session.scalar(_NAME_BY_ID, {"country_id": country_id})
 
 
 async def country_id_for_name(session: AsyncSession, name: str) -> int:

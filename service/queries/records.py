@@ -29,7 +29,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from service.errors import APIError, FieldError, conflict, not_found, validation_error
 from service.models import Country, Record, Source, record_sources, utc_now
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
-from service.queries.countries import country_id_for_name
+from service.queries.countries import country_id_for_name, country_name
 from service.queries.rows import as_dict, as_dicts
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
@@ -38,9 +38,6 @@ from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, Re
 records = Record.__table__
 countries = Country.__table__
 _INSERT_RECORD = insert(records).returning(records.c.id)  # type: ignore[arg-type]
-_COUNTRY_NAME: Select[str] = select(countries.c.name).where(
-    countries.c.id == bindparam("country_id")
-)
 ORDERS: dict[str, SortKey] = sort_keys(records.c.id, date=records.c.date, cases=records.c.cases)
 WRITABLE_FIGURES = ("date", "cases", "deaths", "recoveries")
 
@@ -223,10 +220,10 @@ async def _country_key(
     """(id, name) of the record's country, created when a new name is given."""
     if name is not None:
         return await country_id_for_name(session, name), name
-    found = await session.scalar(_COUNTRY_NAME, {"country_id": country_id})
+    assert country_id is not None
+    found = await country_name(session, country_id)
     if found is None:
         raise validation_error([FieldError("country_id", f"country {country_id} does not exist")])
-    assert country_id is not None
     return country_id, found
 
 
