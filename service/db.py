@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,8 @@ _READ_OPTIONS = {SQLITE_BEGIN: "DEFERRED"}
 # write that committed between them (READ COMMITTED allows that inside a transaction too).
 _POSTGRES_READ_OPTIONS = {"isolation_level": "AUTOCOMMIT"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long dispose() waits for the threads of stopped SQLite connections to finish their work.
+SQLITE_THREAD_GRACE_SECONDS = 10.0
 
 
 _T = TypeVar("_T")
@@ -253,6 +256,27 @@ class StopOnceConnection(aiosqlite.Connection):
         return super().stop()
 
 
+# Every SQLite connection opened, while it lives: see wait_for_stopped_sqlite_threads().
+_sqlite_connections: weakref.WeakSet[StopOnceConnection] = weakref.WeakSet()
+
+
+async def wait_for_stopped_sqlite_threads(grace: float = SQLITE_THREAD_GRACE_SECONDS) -> None:
+    """Wait until every SQLite connection told to stop has finished its thread's work.
+
+    The pool stops a discarded connection without waiting (a request cancelled mid-query
+    leaves the query running in the thread). The thread then posts its results to the event
+    loop; if the loop has closed meanwhile, the thread dies on "Event loop is closed".
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    for connection in list(_sqlite_connections):
+        while not connection._running and connection._thread.is_alive():
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0)  # the threads' last results, posted just before they ended
+
+
 def _use_stop_once_connection(
     _dialect: Any, _record: ConnectionPoolEntry, _cargs: Any, cparams: dict[str, Any]
 ) -> None:
@@ -263,6 +287,7 @@ def _connect_sqlite(database: str, *, iter_chunk_size: int = 64, **kwargs: Any) 
     """What ``aiosqlite.connect`` does, with a :class:`StopOnceConnection`."""
     connection = StopOnceConnection(lambda: sqlite3.connect(database, **kwargs), iter_chunk_size)
     connection._thread.daemon = True  # as SQLAlchemy does: a forgotten thread must not block exit
+    _sqlite_connections.add(connection)
     return connection
 
 
@@ -341,6 +366,8 @@ class Database:
             await self._engine.dispose()
             self._engine = None
             self.sessionmaker.configure(bind=None)
+            if self.settings.is_sqlite:
+                await wait_for_stopped_sqlite_threads()
 
     async def __aenter__(self) -> Database:
         return self

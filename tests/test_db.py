@@ -24,6 +24,7 @@ from service.db import (
     Database,
     NoSessionError,
     SessionInUseError,
+    _connect_sqlite,
     create_engine,
     current_session,
     get_database,
@@ -32,6 +33,12 @@ from service.models import Country
 from service.settings import load_settings
 from tests import asgi, probe
 from tests.conftest import AUTH, settings_for
+
+# About a second of work for SQLite's thread.
+SLOW_SQLITE_QUERY = (
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) "
+    "SELECT count(*) FROM n"
+)
 
 
 async def _settle(db: Database) -> None:
@@ -240,6 +247,26 @@ async def test_a_connection_discarded_by_a_cancelled_task_leaves_no_task_behind(
                 task._fut_waiter.set_result(None)  # type: ignore[attr-defined]
             await engine.dispose()
             gc.collect()
+
+
+@pytest.mark.sqlite_only
+async def test_dispose_waits_for_the_threads_of_stopped_sqlite_connections(
+    database_url: str,
+) -> None:
+    # A request cancelled in the middle of a query leaves the query running in the
+    # connection's thread, and the pool stops that connection without waiting for it. Had the
+    # event loop closed first (the end of a test, a shutdown), the thread would fail to post
+    # its result to it: "Event loop is closed", in a thread nobody joins.
+    db = Database(load_settings(settings_for(database_url)))
+    db.engine  # noqa: B018 - an engine to dispose
+    connection = await _connect_sqlite(make_url(database_url).database or "")
+    query = asyncio.ensure_future(connection.execute(SLOW_SQLITE_QUERY))
+    await asyncio.sleep(0.05)  # the thread is running it
+    query.cancel()
+    connection.stop()
+    assert connection._thread.is_alive()
+    await db.dispose()
+    assert not connection._thread.is_alive()
 
 
 # -- 1,000 requests of every kind, a third of them cancelled at a random point ---------------
