@@ -107,6 +107,9 @@ class Settings:
     client_cpus: str | None
     skip_memory: bool
     skip_delay: bool
+    skip_fixed_rate: bool
+    fixed_rate_share: float
+    fixed_rate_duration: float
     keep_database: bool
     output: Path
 
@@ -137,6 +140,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--no-pin", action="store_true", help="no taskset at all")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-delay", action="store_true")
+    parser.add_argument("--skip-fixed-rate", action="store_true")
+    parser.add_argument(
+        "--fixed-rate-share",
+        type=float,
+        default=0.7,
+        help="open-loop rate as a share of the slowest server's c=64 req/s (0.7)",
+    )
+    parser.add_argument(
+        "--fixed-rate-duration", type=float, help="seconds per open-loop run (10; quick 5)"
+    )
     parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
     parser.add_argument("--output", type=Path, default=BENCH, help="where RESULTS.md etc. go")
     args = parser.parse_args(argv)
@@ -172,6 +185,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         client_cpus=args.client_cpus if pin else None,
         skip_memory=args.skip_memory,
         skip_delay=args.skip_delay,
+        skip_fixed_rate=args.skip_fixed_rate,
+        fixed_rate_share=args.fixed_rate_share,
+        fixed_rate_duration=args.fixed_rate_duration or (5.0 if quick else 10.0),
         keep_database=args.keep_database,
         output=args.output,
     )
@@ -559,6 +575,12 @@ class Measurement:
     # PostgreSQL connections the server opened during the run (0 once its pool is full,
     # unless it throws connections away).
     pg_connections_opened: int
+    # Open-loop runs only (bench/fixed_rate.py): the rate asked for, p99.9, and how late the
+    # generator itself was to send (its p99).
+    target_rate: float = 0.0
+    p999_ms: float = 0.0
+    lag_p99_ms: float = 0.0
+    client_us: float = 0.0  # the generator's own CPU per request
 
     @property
     def errors(self) -> int:
@@ -681,6 +703,74 @@ def measure(
         server_cpu_s=server_cpu,
         pg_cpu_s=pg.cpu_seconds,
         pg_connections_opened=pg.opened,
+    )
+
+
+# Open-loop runs (bench/fixed_rate.py): the read endpoints, as the wrk scripts request them.
+FIXED_RATE_ENDPOINTS = {
+    "get_record": ("/records/{}", "ids_file"),
+    "list_records": ("/records?country={}&limit=50&order=date", "names_file"),
+}
+FIXED_RATE_CONNECTIONS = 64
+
+
+def fixed_rate_command(
+    settings: Settings, url: str, endpoint: str, rate: float, dataset: Dataset
+) -> list[str]:
+    template, values = FIXED_RATE_ENDPOINTS[endpoint]
+    return [
+        PYTHON, "-m", "bench.fixed_rate", url, "--rate", f"{rate:g}", "--duration",
+        f"{settings.fixed_rate_duration:g}", "--connections", str(FIXED_RATE_CONNECTIONS),
+        "--template", template, "--values", str(getattr(dataset, values)),
+    ]  # fmt: skip
+
+
+def measure_fixed_rate(
+    settings: Settings,
+    running: Running,
+    round_number: int,
+    endpoint: str,
+    rate: float,
+    dataset: Dataset,
+) -> Measurement:
+    command = fixed_rate_command(settings, running.url, endpoint, rate, dataset)
+    server_before = cpu_seconds(running.pids())
+    with PgSampler(settings, dataset.database) as pg:
+        done = subprocess.run(
+            pinned(settings.client_cpus, command),
+            cwd=BENCH.parent,
+            capture_output=True,
+            text=True,
+            timeout=settings.fixed_rate_duration + 120,
+        )
+    server_cpu = cpu_seconds(running.pids()) - server_before
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"fixed-rate generator failed: {done.stderr.strip()[-500:]}")
+    result = json.loads(lines[-1].removeprefix("BENCH_RESULT "))
+    seconds = result["duration_us"] / 1e6
+    return Measurement(
+        scenario="fixed-rate",
+        server=running.server.name,
+        round=round_number,
+        endpoint=endpoint,
+        concurrency=FIXED_RATE_CONNECTIONS,
+        requests=result["requests"],
+        seconds=seconds,
+        rps=result["requests"] / seconds if seconds else 0.0,
+        p50_ms=result["p50_us"] / 1000,
+        p90_ms=result["p90_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        max_ms=result["max_us"] / 1000,
+        non2xx=result["non2xx"],
+        socket_errors=sum(result[key] for key in ("connect", "read", "write", "timeout")),
+        server_cpu_s=server_cpu,
+        pg_cpu_s=pg.cpu_seconds,
+        pg_connections_opened=pg.opened,
+        target_rate=rate,
+        p999_ms=result["p999_us"] / 1000,
+        lag_p99_ms=result["lag_p99_us"] / 1000,
+        client_us=result["client_cpu_us"],
     )
 
 
@@ -847,6 +937,7 @@ class Harness:
         self.checked: set[str] = set()
         self.memory: dict[str, Any] = {}
         self.delay: dict[str, Any] = {}
+        self.fixed_rates: dict[str, float] = {}
         self.hypercorn_toml = (workdir / "hypercorn.toml").read_text()
         # The 1-minute load average after every server round: how busy the machine was.
         self.loads: list[float] = [load_one()]
@@ -956,6 +1047,30 @@ class Harness:
             "concurrency": self.settings.memory_concurrency,
         }
         log(f"  {served:,} requests, {errors} errors: RSS {mib(before)} -> {mib(after)} MiB")
+
+    def fixed_rate_scenario(self) -> None:
+        """Every server at the same fixed rate, open loop: latency as clients would see it."""
+        rates = fixed_rates(self.measurements, self.settings)
+        if not rates:
+            raise RuntimeError("no main-scenario measurement to derive the fixed rates from")
+        self.fixed_rates = rates
+        servers = self.settings.servers
+        for round_number in range(1, self.settings.rounds + 1):
+            offset = (round_number - 1) % len(servers)
+            for name in servers[offset:] + servers[:offset]:
+                log(f"[fixed-rate round {round_number}] {name}")
+                with self.serve(name) as running:
+                    warm_up(self.settings, running, self.dataset)
+                    for endpoint, rate in rates.items():
+                        result = measure_fixed_rate(
+                            self.settings, running, round_number, endpoint, rate, self.dataset
+                        )
+                        self.measurements.append(result)
+                        log(
+                            f"  {rate:6.0f}/s {endpoint:<14} p50 {result.p50_ms:7.1f} ms  "
+                            f"p99 {result.p99_ms:7.1f} ms  errors {result.errors}"
+                        )
+                self.loads.append(load_one())
 
     def delay_scenario(self) -> None:
         settings = self.settings
@@ -1151,6 +1266,23 @@ class Cell:
     busy: float  # server CPU time / wall time: near 1 (per worker) when CPU-bound
 
 
+def fixed_rates(measurements: Sequence[Measurement], settings: Settings) -> dict[str, float]:
+    """Per read endpoint, the open-loop rate: a share of the req/s that the slowest server
+    (the raw floor aside) reached closed-loop at c=64, so that every server can keep up."""
+    concurrency = min(settings.concurrency, key=lambda c: abs(c - FIXED_RATE_CONNECTIONS))
+    grid = cells(measurements, "main")
+    rates = {}
+    for endpoint in FIXED_RATE_ENDPOINTS:
+        reached = [
+            cell.rps
+            for (cell_endpoint, conc, server), cell in grid.items()
+            if cell_endpoint == endpoint and conc == concurrency and server != "raw"
+        ]
+        if reached:
+            rates[endpoint] = max(10.0, round(min(reached) * settings.fixed_rate_share, -1))
+    return rates
+
+
 def cells(measurements: Sequence[Measurement], scenario: str) -> dict[tuple[str, int, str], Cell]:
     grouped: dict[tuple[str, int, str], list[Measurement]] = {}
     for m in measurements:
@@ -1208,6 +1340,40 @@ def table(
     return lines
 
 
+def fixed_rate_table(
+    measurements: Sequence[Measurement], servers: Sequence[str], endpoint: str
+) -> list[str]:
+    runs: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        if m.scenario == "fixed-rate" and m.endpoint == endpoint:
+            runs.setdefault(m.server, []).append(m)
+    service = runs.get("service")
+    service_p99 = median_of([m.p99_ms for m in service]) if service else 0.0
+    lines = [
+        "| server | rate asked | req/s served | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
+        "| p99/p50 | errors | server CPU µs/req | generator lag p99 ms | service/this p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in servers:
+        group = runs.get(name)
+        if not group:
+            continue
+
+        p50 = median_of([m.p50_ms for m in group])
+        p99 = median_of([m.p99_ms for m in group])
+        lines.append(
+            f"| {name} | {group[0].target_rate:,.0f} | {median_of([m.rps for m in group]):,.0f}"
+            f" | {p50:.1f} | {median_of([m.p90_ms for m in group]):.1f} | {p99:.1f}"
+            f" | {median_of([m.p999_ms for m in group]):.1f}"
+            f" | {median_of([m.max_ms for m in group]):.1f}"
+            f" | {ratio(p99, p50)} | {sum(m.errors for m in group)}"
+            f" | {median_of([m.server_us_per_request for m in group]):,.0f}"
+            f" | {median_of([m.lag_p99_ms for m in group]):.1f}"
+            f" | {'1' if name == 'service' else ratio(service_p99, p99)} |"
+        )
+    return lines
+
+
 def write_report(
     harness: Harness,
     settings: Settings,
@@ -1248,6 +1414,31 @@ def write_report(
         out += [f"## {ENDPOINT_TITLES[endpoint]}", ""]
         out += table(grid, servers, endpoint, settings.concurrency)
         out += [""]
+    fixed = [m for m in harness.measurements if m.scenario == "fixed-rate"]
+    if fixed:
+        out += [
+            "## Latency at a fixed rate (open loop)",
+            "",
+            "wrk's latencies above are closed-loop: a connection waits for its answer before "
+            "it sends again, so a server that stalls is sent fewer requests meanwhile and its "
+            "tail looks shorter than clients would find it. Here `bench/fixed_rate.py` sends "
+            f"requests at a fixed rate over {FIXED_RATE_CONNECTIONS} keep-alive connections "
+            "whatever the answers, and counts each request's latency from when it was due "
+            "(as wrk2 and `oha --latency-correction` do), so a stall counts against every "
+            "request due during it. The rate is the same for every server: "
+            f"{settings.fixed_rate_share:.0%} of the lowest req/s reached at c=64 above, the "
+            "raw floor aside, so that each server can keep up. *Generator lag p99* is how late "
+            "the generator itself got to a request (its timers wake to the millisecond); it is "
+            "part of the latencies. The generator used "
+            f"{median_of([m.client_us for m in fixed]):,.0f} µs of CPU per request (median), "
+            f"on the client core. {settings.fixed_rate_duration:g} s per run, "
+            f"{settings.rounds} rounds, medians.",
+            "",
+        ]
+        for endpoint in FIXED_RATE_ENDPOINTS:
+            out += [f"### {ENDPOINT_TITLES[endpoint]}", ""]
+            out += fixed_rate_table(harness.measurements, servers, endpoint)
+            out += [""]
     out += ["## Memory", ""]
     rss_ready: dict[str, list[float]] = {}
     rss_after: dict[str, list[float]] = {}
@@ -1318,9 +1509,9 @@ def write_report(
         f"--timeout {settings.wrk_timeout}; warm-up {settings.warmup:g} s per endpoint at "
         f"c={min(64, max(settings.concurrency))} after every start; {settings.rounds} rounds, "
         "servers in rotating order",
-        "- latency: wrk's, under closed-loop load (each connection sends its next request when "
-        "the previous one is answered), so p99 understates what an open-loop client would see "
-        "when the server falls behind: neither oha nor wrk2 could be installed (see README)",
+        "- latency: wrk's under closed-loop load in the main and delay tables; open-loop "
+        "(bench/fixed_rate.py, latency from each request's due time) in \"Latency at a fixed "
+        'rate"',
         f"- pinning: servers `taskset -c {settings.server_cpus}`, wrk and the delay proxy "
         f"`taskset -c {settings.client_cpus}`; PostgreSQL not pinned (shared)"
         if settings.server_cpus
@@ -1341,6 +1532,12 @@ def write_report(
                               settings.duration, harness.dataset, "TAG")  # fmt: skip
         command = shown(pinned(settings.client_cpus, example), harness.workdir)
         out.append(f"- wrk, {endpoint}: `{command}`")
+    for endpoint, rate in harness.fixed_rates.items():
+        example = fixed_rate_command(
+            settings, "http://127.0.0.1:PORT", endpoint, rate, harness.dataset
+        )
+        command = shown(pinned(settings.client_cpus, example), harness.workdir)
+        out.append(f"- open loop, {endpoint}: `{command}`")
     out += [
         "",
         "Environment of every server: " + ", ".join(
@@ -1371,6 +1568,7 @@ def write_report(
                 "rounds": [asdict(r) for r in harness.rounds],
                 "memory": harness.memory,
                 "delay": harness.delay,
+                "fixed_rates": harness.fixed_rates,
                 "problems": harness.problems,
             },
             indent=1,
@@ -1451,6 +1649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         harness.main_rounds()
         for skip, scenario in (
             (settings.skip_memory, harness.memory_run),
+            (settings.skip_fixed_rate, harness.fixed_rate_scenario),
             (settings.skip_delay, harness.delay_scenario),
         ):
             if skip:
