@@ -683,8 +683,24 @@ def measure(
             f"{scenario}-{running.server.name}-r{round_number}-c{concurrency}",
         )
     server_cpu = cpu_seconds(running.pids()) - server_before
+    return measurement(
+        result, scenario, running, round_number, endpoint, concurrency, server_cpu, pg
+    )
+
+
+def measurement(
+    result: dict[str, Any],
+    scenario: str,
+    running: Running,
+    round_number: int,
+    endpoint: str,
+    concurrency: int,
+    server_cpu: float,
+    pg: PgSampler,
+    **extra: float,
+) -> Measurement:
+    """A Measurement from a load generator's BENCH_RESULT (wrk's scripts or fixed_rate.py)."""
     seconds = result["duration_us"] / 1e6
-    socket_errors = sum(result[key] for key in ("connect", "read", "write", "timeout"))
     return Measurement(
         scenario=scenario,
         server=running.server.name,
@@ -699,10 +715,11 @@ def measure(
         p99_ms=result["p99_us"] / 1000,
         max_ms=result["max_us"] / 1000,
         non2xx=result["non2xx"],
-        socket_errors=socket_errors,
+        socket_errors=sum(result[key] for key in ("connect", "read", "write", "timeout")),
         server_cpu_s=server_cpu,
         pg_cpu_s=pg.cpu_seconds,
         pg_connections_opened=pg.opened,
+        **extra,
     )
 
 
@@ -748,30 +765,11 @@ def measure_fixed_rate(
     if done.returncode or not lines:
         raise RuntimeError(f"fixed-rate generator failed: {done.stderr.strip()[-500:]}")
     result = json.loads(lines[-1].removeprefix("BENCH_RESULT "))
-    seconds = result["duration_us"] / 1e6
-    return Measurement(
-        scenario="fixed-rate",
-        server=running.server.name,
-        round=round_number,
-        endpoint=endpoint,
-        concurrency=FIXED_RATE_CONNECTIONS,
-        requests=result["requests"],
-        seconds=seconds,
-        rps=result["requests"] / seconds if seconds else 0.0,
-        p50_ms=result["p50_us"] / 1000,
-        p90_ms=result["p90_us"] / 1000,
-        p99_ms=result["p99_us"] / 1000,
-        max_ms=result["max_us"] / 1000,
-        non2xx=result["non2xx"],
-        socket_errors=sum(result[key] for key in ("connect", "read", "write", "timeout")),
-        server_cpu_s=server_cpu,
-        pg_cpu_s=pg.cpu_seconds,
-        pg_connections_opened=pg.opened,
-        target_rate=rate,
-        p999_ms=result["p999_us"] / 1000,
-        lag_p99_ms=result["lag_p99_us"] / 1000,
-        client_us=result["client_cpu_us"],
-    )
+    return measurement(
+        result, "fixed-rate", running, round_number, endpoint, FIXED_RATE_CONNECTIONS,
+        server_cpu, pg, target_rate=rate, p999_ms=result["p999_us"] / 1000,
+        lag_p99_ms=result["lag_p99_us"] / 1000, client_us=result["client_cpu_us"],
+    )  # fmt: skip
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
