@@ -742,6 +742,25 @@ def fixed_rate_command(
     ]  # fmt: skip
 
 
+def refill_pool(settings: Settings, running: Running, dataset: Dataset) -> None:
+    """A burst of 400 GETs that ends with every answer in: it opens whatever database
+    connections the server lacks, outside the measurement.
+
+    wrk's warm-up ends with requests in flight. The service cancels a request whose client
+    left, and SQLAlchemy replaces a connection whose statement was cancelled; the next
+    requests would otherwise open those connections while being measured (tens of ms each).
+    """
+    command = fixed_rate_command(settings, running.url, "get_record", 2000, dataset)
+    command[command.index("--duration") + 1] = "0.2"
+    subprocess.run(
+        pinned(settings.client_cpus, command),
+        cwd=BENCH.parent,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+
+
 def measure_fixed_rate(
     settings: Settings,
     running: Running,
@@ -1059,6 +1078,7 @@ class Harness:
                 log(f"[fixed-rate round {round_number}] {name}")
                 with self.serve(name) as running:
                     warm_up(self.settings, running, self.dataset)
+                    refill_pool(self.settings, running, self.dataset)
                     for endpoint, rate in rates.items():
                         result = measure_fixed_rate(
                             self.settings, running, round_number, endpoint, rate, self.dataset
@@ -1425,9 +1445,12 @@ def write_report(
             "(as wrk2 and `oha --latency-correction` do), so a stall counts against every "
             "request due during it. The rate is the same for every server: "
             f"{settings.fixed_rate_share:.0%} of the lowest req/s reached at c=64 above, the "
-            "raw floor aside, so that each server can keep up. *Generator lag p99* is how late "
-            "the generator itself got to a request (its timers wake to the millisecond); it is "
-            "part of the latencies. The generator used "
+            "raw floor aside, so that each server can keep up. After wrk's warm-up, a burst of "
+            "400 requests that ends with every answer in lets each server reopen the database "
+            "connections it closed when wrk left with requests in flight (the service does: "
+            "see *New PG conns*), so the runs measure steady state. *Generator lag p99* is how "
+            "late the generator itself got to a request (its timers wake to the millisecond); "
+            "it is part of the latencies. The generator used "
             f"{median_of([m.client_us for m in fixed]):,.0f} µs of CPU per request (median), "
             f"on the client core. {settings.fixed_rate_duration:g} s per run, "
             f"{settings.rounds} rounds, medians.",
