@@ -746,9 +746,9 @@ def refill_pool(settings: Settings, running: Running, dataset: Dataset) -> None:
     """A burst of 400 GETs that ends with every answer in: it opens whatever database
     connections the server lacks, outside the measurement.
 
-    wrk's warm-up ends with requests in flight. The service cancels a request whose client
-    left, and SQLAlchemy replaces a connection whose statement was cancelled; the next
-    requests would otherwise open those connections while being measured (tens of ms each).
+    wrk's warm-up ends with requests in flight. A server that cancels a request whose client
+    left in the middle of a statement loses that connection (SQLAlchemy closes it); the next
+    requests would otherwise reopen it while being measured (tens of ms each).
     """
     command = fixed_rate_command(settings, running.url, "get_record", 2000, dataset)
     command[command.index("--duration") + 1] = "0.2"
@@ -1446,9 +1446,9 @@ def write_report(
             "request due during it. The rate is the same for every server: "
             f"{settings.fixed_rate_share:.0%} of the lowest req/s reached at c=64 above, the "
             "raw floor aside, so that each server can keep up. After wrk's warm-up, a burst of "
-            "400 requests that ends with every answer in lets each server reopen the database "
-            "connections it closed when wrk left with requests in flight (the service does: "
-            "see *New PG conns*), so the runs measure steady state. *Generator lag p99* is how "
+            "400 requests that ends with every answer in lets each server open whatever "
+            "database connections it lacks, so the runs measure steady state. "
+            "*Generator lag p99* is how "
             "late the generator itself got to a request (its timers wake to the millisecond); "
             "it is part of the latencies. The generator used "
             f"{median_of([m.client_us for m in fixed]):,.0f} µs of CPU per request (median), "

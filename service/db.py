@@ -382,6 +382,16 @@ class Database:
         """How many tasks own a session right now (requests in flight plus open scopes)."""
         return len(self.scoped.registry.registry)
 
+    def holds_connection(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task``'s session has a database connection checked out right now."""
+        session = self.scoped.registry.registry.get(task)
+        if session is None:
+            return False
+        transaction = session.sync_session.get_transaction()
+        # No public API tells whether a session transaction has its connection yet (it
+        # starts before the checkout, which may wait for the pool) without checking one out.
+        return transaction is not None and bool(transaction._connections)
+
     def open_session(self, *, writes: bool) -> AsyncSession:
         """Register a new session for the current task and return it."""
         if self.scoped.registry.has():

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 from quart import Quart, Response, stream_with_context
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
@@ -267,6 +267,57 @@ async def test_dispose_waits_for_the_threads_of_stopped_sqlite_connections(
     assert connection._thread.is_alive()
     await db.dispose()
     assert not connection._thread.is_alive()
+
+
+async def test_a_client_that_leaves_mid_statement_costs_no_connection(
+    real_app: Quart, probed: probe.ProbeState
+) -> None:
+    # Cancelled in the middle of a statement, a request's connection would be closed and
+    # reopened by the next request: the request finishes instead, and its connection goes
+    # back to the pool.
+    db = get_database(real_app)
+    assert (await asgi.call(real_app, "GET", "/probe/read")).status == 200
+    opened: list[object] = []
+    event.listen(db.engine.sync_engine, "connect", lambda *_: opened.append(None))
+    key = uuid.uuid4().hex
+    gone = asyncio.Event()
+    call = asyncio.create_task(
+        asgi.call(real_app, "GET", "/probe/slow", headers={"X-Probe-Key": key}, disconnect=gone)
+    )
+    await asyncio.wait_for(probed.moment(f"{key}:query").wait(), 10)
+    await asyncio.sleep(0.05)  # the 0.2 s statement is running
+    assert db.holds_connection(probed.tasks[key])
+    gone.set()
+    await call
+    assert not call.cancelled()
+    assert (await asgi.call(real_app, "GET", "/probe/read")).status == 200
+    await _settle(db)
+    assert opened == []
+
+
+async def test_a_client_that_leaves_before_its_request_has_a_connection_cancels_it(
+    real_app: Quart, probed: probe.ProbeState
+) -> None:
+    # The grace is for connections only: a request still waiting for one (or never using
+    # one) is cancelled at once, as before.
+    db = get_database(real_app)
+    pool_size = db.settings.DB_POOL_SIZE + db.settings.DB_MAX_OVERFLOW
+    holders = [
+        asyncio.create_task(asgi.call(real_app, "GET", "/probe/hold?seconds=1"))
+        for _ in range(pool_size)
+    ]
+    for _ in range(500):
+        if db.engine.pool.checkedout() == pool_size:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+    gone = asyncio.Event()
+    waiting = asyncio.create_task(asgi.call(real_app, "GET", "/probe/read", disconnect=gone))
+    await asyncio.sleep(0.05)
+    gone.set()
+    done, _ = await asyncio.wait([waiting], timeout=0.5)
+    assert waiting in done  # long before a connection was free
+    assert [(await holder).status for holder in holders] == [200] * pool_size
+    await _settle(db)
 
 
 # -- 1,000 requests of every kind, a third of them cancelled at a random point ---------------
