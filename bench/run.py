@@ -732,12 +732,18 @@ FIXED_RATE_CONNECTIONS = 64
 
 
 def fixed_rate_command(
-    settings: Settings, url: str, endpoint: str, rate: float, dataset: Dataset
+    settings: Settings,
+    url: str,
+    endpoint: str,
+    rate: float,
+    dataset: Dataset,
+    duration: float | None = None,
 ) -> list[str]:
     template, values = FIXED_RATE_ENDPOINTS[endpoint]
+    seconds = settings.fixed_rate_duration if duration is None else duration
     return [
         PYTHON, "-m", "bench.fixed_rate", url, "--rate", f"{rate:g}", "--duration",
-        f"{settings.fixed_rate_duration:g}", "--connections", str(FIXED_RATE_CONNECTIONS),
+        f"{seconds:g}", "--connections", str(FIXED_RATE_CONNECTIONS),
         "--template", template, "--values", str(getattr(dataset, values)),
     ]  # fmt: skip
 
@@ -750,8 +756,7 @@ def refill_pool(settings: Settings, running: Running, dataset: Dataset) -> None:
     left in the middle of a statement loses that connection (SQLAlchemy closes it); the next
     requests would otherwise reopen it while being measured (tens of ms each).
     """
-    command = fixed_rate_command(settings, running.url, "get_record", 2000, dataset)
-    command[command.index("--duration") + 1] = "0.2"
+    command = fixed_rate_command(settings, running.url, "get_record", 2000, dataset, 0.2)
     subprocess.run(
         pinned(settings.client_cpus, command),
         cwd=BENCH.parent,
@@ -941,6 +946,13 @@ class RoundLog:
     loadavg: str
 
 
+def rotated(servers: list[str], round_number: int) -> list[str]:
+    """The servers in the order of this round: each round starts one server further on, so
+    no server always goes first."""
+    offset = (round_number - 1) % len(servers)
+    return servers[offset:] + servers[:offset]
+
+
 class Harness:
     def __init__(self, settings: Settings, dataset: Dataset, workdir: Path) -> None:
         self.settings = settings
@@ -988,9 +1000,7 @@ class Harness:
     def main_rounds(self) -> None:
         servers = self.settings.servers
         for round_number in range(1, self.settings.rounds + 1):
-            # Each round starts one server further on, so no server always goes first.
-            offset = (round_number - 1) % len(servers)
-            order = servers[offset:] + servers[:offset]
+            order = rotated(servers, round_number)
             if "service" in order and self.reference is None:
                 order.remove("service")
                 order.insert(0, "service")  # the reference JSON comes from the service
@@ -1073,8 +1083,7 @@ class Harness:
         self.fixed_rates = rates
         servers = self.settings.servers
         for round_number in range(1, self.settings.rounds + 1):
-            offset = (round_number - 1) % len(servers)
-            for name in servers[offset:] + servers[:offset]:
+            for name in rotated(servers, round_number):
                 log(f"[fixed-rate round {round_number}] {name}")
                 with self.serve(name) as running:
                     warm_up(self.settings, running, self.dataset)
@@ -1376,7 +1385,6 @@ def fixed_rate_table(
         group = runs.get(name)
         if not group:
             continue
-
         p50 = median_of([m.p50_ms for m in group])
         p99 = median_of([m.p99_ms for m in group])
         lines.append(

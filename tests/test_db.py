@@ -18,6 +18,7 @@ from quart import Quart, Response, stream_with_context
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
+import service.asgi
 from service.app import create_app
 from service.db import (
     SQLITE_BEGIN,
@@ -293,6 +294,26 @@ async def test_a_client_that_leaves_mid_statement_costs_no_connection(
     assert (await asgi.call(real_app, "GET", "/probe/read")).status == 200
     await _settle(db)
     assert opened == []
+
+
+async def test_a_request_still_holding_its_connection_after_the_grace_is_cancelled(
+    real_app: Quart, probed: probe.ProbeState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service.asgi, "DISCONNECT_GRACE_SECONDS", 0.1)
+    db = get_database(real_app)
+    gone = asyncio.Event()
+    call = asyncio.create_task(
+        asgi.call(real_app, "GET", "/probe/hold?seconds=5", disconnect=gone)
+    )
+    for _ in range(500):
+        if db.engine.pool.checkedout() == 1:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+    gone.set()
+    done, _ = await asyncio.wait([call], timeout=2)
+    assert call in done  # after the grace, not after the handler's 5 s
+    assert call.result().status is None
+    await _settle(db)
 
 
 async def test_a_client_that_leaves_before_its_request_has_a_connection_cancels_it(

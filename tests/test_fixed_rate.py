@@ -16,7 +16,8 @@ from bench.fixed_rate import generate, percentile
 class Behaviour:
     """How the test server answers: ``pause`` (seconds) before answering request ``pause_at``
     (every request waits behind it, as behind a stalled worker); ``close_every`` answers with
-    ``Connection: close``; a path with ``fail`` gets a 503; ``hang`` is never answered."""
+    ``Connection: close``; a path with ``fail`` gets a 503; ``hang`` is never answered; ``drop``
+    closes the connection without an answer."""
 
     pause_at: int = 0
     pause: float = 0.0
@@ -37,6 +38,8 @@ def handler(
                 if b"hang" in path:
                     await reader.read()  # until the client goes away
                     break
+                if b"drop" in path:
+                    break  # the connection closes, unanswered
                 async with behaviour.gate:
                     behaviour.served += 1
                     if behaviour.served == behaviour.pause_at:
@@ -129,6 +132,20 @@ async def test_unanswered_requests_are_timeouts() -> None:
         )
     assert result["requests"] == 0
     assert result["timeout"] == result["sent"] == 10
+    assert result["read"] == 0  # closing them at the end does not count them again
+
+
+async def test_a_connection_lost_under_a_request_is_a_read_error_and_is_replaced() -> None:
+    behaviour = Behaviour()
+    async with http_server(behaviour) as url:
+        result = await generate(
+            url, template="/{}", values=["ok", "drop"], rate=200, duration=0.5, connections=2
+        )
+    assert result["sent"] == 100
+    assert result["requests"] + result["read"] == 100
+    assert 20 <= result["read"] <= 80  # half of the paths drop, picked at random
+    assert result["timeout"] == 0
+    assert behaviour.connections > 20  # every lost connection was replaced
 
 
 async def test_no_server_is_an_error() -> None:
