@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import random
@@ -195,6 +194,7 @@ async def child(options: argparse.Namespace) -> None:
     import asyncpg
 
     from bench.peers.common import plain_url
+    from service.app import tune_collector_for_serving
 
     connection = await asyncpg.connect(plain_url())
     rows = await connection.fetch("SELECT id FROM records ORDER BY random() LIMIT 2000")
@@ -203,7 +203,7 @@ async def child(options: argparse.Namespace) -> None:
     if not ids:
         raise SystemExit("the database has no records")
     app = build(options.rung, options.database_url, options.concurrency)
-    gc.freeze()
+    tune_collector_for_serving()  # as in the served process, for every rung alike
     startup, shutdown = asyncio.Queue[dict[str, Any]](), asyncio.Queue[dict[str, Any]]()
     await startup.put({"type": "lifespan.startup"})
     lifespan = asyncio.ensure_future(app({"type": "lifespan"}, startup.get, shutdown.put))
