@@ -84,16 +84,9 @@ YOUNG_COLLECTION_THRESHOLD = 5_000
 def tune_collector_for_serving() -> None:
     """Keep the cyclic garbage collector out of the way of requests.
 
-    What importing and building the app allocated lives as long as the process: frozen, it
-    stays out of the collector's full passes, which otherwise stall requests for tens of
-    milliseconds. The young generation is collected when allocations minus deallocations
-    pass a threshold, and the count restarts at zero after each collection; requests in
-    flight free their objects after that, so the count only climbs. At CPython's 700 a young
-    collection ran every eight GETs or so, for about eight objects of garbage per request
-    (the closure werkzeug's router builds for each match refers to itself). At 5,000 one runs
-    every few hundred requests and still finds most of that garbage while it is young:
-    2.5 % fewer instructions per GET as served. A higher threshold saves no more and leaves
-    the garbage to the rarer full collections, where the worker's memory creeps up.
+    Start-up's objects are frozen out of the full collections. Young collections wait for
+    5,000 new objects, not 700: requests in flight keep CPython's count climbing, and it
+    collected every eight GETs or so (docs/architecture.md, "The garbage collector").
     """
     gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
