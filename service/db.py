@@ -10,15 +10,11 @@ never creates a session, so a task that forgot its scope fails loudly instead of
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
-import weakref
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-import aiosqlite
 import asyncpg
 import orjson
 from quart import Quart, current_app, request
@@ -33,10 +29,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool
-from sqlalchemy.util import queue as sqla_queue
-from sqlalchemy.util.concurrency import await_
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
+from service.compat import aiosqlite as compat_aiosqlite
+from service.compat.sqlalchemy import FairQueuePool, scoped_sessions, transaction_has_connection
 from service.logs import StatementWatch
 from service.settings import Settings
 
@@ -54,84 +50,6 @@ _POSTGRES_READ_OPTIONS = {"isolation_level": "AUTOCOMMIT"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # How long dispose() waits for the threads of stopped SQLite connections to finish their work.
 SQLITE_THREAD_GRACE_SECONDS = 10.0
-
-
-_T = TypeVar("_T")
-
-
-class FairQueue(sqla_queue.QueueCommon[_T]):
-    """The pool's queue of idle connections, served strictly first come, first served.
-
-    SQLAlchemy's asyncio pool queues on ``asyncio.Queue``, which is not fair: a returned
-    connection wakes the oldest waiter, but a task that asks in the meantime takes it first,
-    and the waiter goes back to the end of the line. Under steady load (more requests than
-    connections) a few requests then wait for hundreds of milliseconds while newer ones pass
-    them: the p99 latency collapses. Here a returned connection is handed straight to the
-    oldest waiter, and nobody takes one while others wait.
-    """
-
-    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
-        self.maxsize = maxsize
-        self.use_lifo = use_lifo
-        self._idle: deque[_T] = deque()
-        self._waiters: deque[asyncio.Future[_T]] = deque()
-
-    def empty(self) -> bool:
-        return not self._idle
-
-    def full(self) -> bool:
-        return 0 < self.maxsize <= len(self._idle)
-
-    def qsize(self) -> int:
-        return len(self._idle)
-
-    def put_nowait(self, item: _T) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(item)
-                return
-        if self.full():
-            raise sqla_queue.Full()
-        self._idle.append(item)
-
-    def put(self, item: _T, block: bool = True, timeout: float | None = None) -> None:
-        # The pool holds at most maxsize connections: a put never has to wait.
-        self.put_nowait(item)
-
-    def get_nowait(self) -> _T:
-        if not self._idle:
-            raise sqla_queue.Empty()
-        return self._idle.pop() if self.use_lifo else self._idle.popleft()
-
-    def get(self, block: bool = True, timeout: float | None = None) -> _T:
-        # Idle connections and waiting tasks never coexist: put_nowait serves waiters first.
-        if self._idle or not block:
-            return self.get_nowait()
-        waiter: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await_(self._wait(waiter, seconds=timeout))
-        except TimeoutError as error:
-            raise sqla_queue.Empty() from error
-
-    async def _wait(self, waiter: asyncio.Future[_T], *, seconds: float | None) -> _T:
-        try:
-            async with asyncio.timeout(seconds):
-                return await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                # Handed a connection just as the wait was cancelled or timed out: pass it on.
-                self.put_nowait(waiter.result())
-            else:
-                waiter.cancel()
-            raise
-
-
-class FairQueuePool(AsyncAdaptedQueuePool):
-    """SQLAlchemy's asyncio queue pool on a :class:`FairQueue`."""
-
-    _queue_class = FairQueue[ConnectionPoolEntry]
 
 
 class NoSessionError(RuntimeError):
@@ -240,55 +158,10 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-class StopOnceConnection(aiosqlite.Connection):
-    """aiosqlite's connection, whose ``close()`` cannot wait forever.
-
-    SQLAlchemy closes a discarded connection in a task of its own and, if its caller is
-    cancelled meanwhile, stops the connection's thread at once. aiosqlite 0.22's ``close()``
-    then asks the stopped thread to stop again and waits for an answer that never comes: the
-    task hangs, and so does the event loop's shutdown. A second stop request has nothing to
-    do, so it is not sent.
-    """
-
-    def stop(self) -> asyncio.Future[Any] | None:
-        if not self._running:
-            return None
-        return super().stop()
-
-
-# Every SQLite connection opened, while it lives: see wait_for_stopped_sqlite_threads().
-_sqlite_connections: weakref.WeakSet[StopOnceConnection] = weakref.WeakSet()
-
-
-async def wait_for_stopped_sqlite_threads(grace: float = SQLITE_THREAD_GRACE_SECONDS) -> None:
-    """Wait until every SQLite connection told to stop has finished its thread's work.
-
-    The pool stops a discarded connection without waiting (a request cancelled mid-query
-    leaves the query running in the thread). The thread then posts its results to the event
-    loop; if the loop has closed meanwhile, the thread dies on "Event loop is closed".
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
-    for connection in list(_sqlite_connections):
-        while not connection._running and connection._thread.is_alive():
-            if loop.time() >= deadline:
-                return
-            await asyncio.sleep(0.005)
-    await asyncio.sleep(0)  # the threads' last results, posted just before they ended
-
-
 def _use_stop_once_connection(
     _dialect: Any, _record: ConnectionPoolEntry, _cargs: Any, cparams: dict[str, Any]
 ) -> None:
-    cparams["async_creator_fn"] = _connect_sqlite
-
-
-def _connect_sqlite(database: str, *, iter_chunk_size: int = 64, **kwargs: Any) -> Any:
-    """What ``aiosqlite.connect`` does, with a :class:`StopOnceConnection`."""
-    connection = StopOnceConnection(lambda: sqlite3.connect(database, **kwargs), iter_chunk_size)
-    connection._thread.daemon = True  # as SQLAlchemy does: a forgotten thread must not block exit
-    _sqlite_connections.add(connection)
-    return connection
+    cparams["async_creator_fn"] = compat_aiosqlite.connect
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -367,7 +240,7 @@ class Database:
             self._engine = None
             self.sessionmaker.configure(bind=None)
             if self.settings.is_sqlite:
-                await wait_for_stopped_sqlite_threads()
+                await compat_aiosqlite.join_stopped_threads(SQLITE_THREAD_GRACE_SECONDS)
 
     async def __aenter__(self) -> Database:
         return self
@@ -380,17 +253,12 @@ class Database:
     @property
     def open_sessions(self) -> int:
         """How many tasks own a session right now (requests in flight plus open scopes)."""
-        return len(self.scoped.registry.registry)
+        return len(scoped_sessions(self.scoped))
 
     def holds_connection(self, task: asyncio.Task[Any]) -> bool:
         """Whether ``task``'s session has a database connection checked out right now."""
-        session = self.scoped.registry.registry.get(task)
-        if session is None:
-            return False
-        transaction = session.sync_session.get_transaction()
-        # No public API tells whether a session transaction has its connection yet (it
-        # starts before the checkout, which may wait for the pool) without checking one out.
-        return transaction is not None and bool(transaction._connections)
+        session = scoped_sessions(self.scoped).get(task)
+        return session is not None and transaction_has_connection(session)
 
     def open_session(self, *, writes: bool) -> AsyncSession:
         """Register a new session for the current task and return it."""

@@ -20,12 +20,12 @@ from sqlalchemy.engine import make_url
 
 import service.asgi
 from service.app import create_app
+from service.compat import aiosqlite as compat_aiosqlite
 from service.db import (
     SQLITE_BEGIN,
     Database,
     NoSessionError,
     SessionInUseError,
-    _connect_sqlite,
     create_engine,
     current_session,
     get_database,
@@ -260,14 +260,14 @@ async def test_dispose_waits_for_the_threads_of_stopped_sqlite_connections(
     # its result to it: "Event loop is closed", in a thread nobody joins.
     db = Database(load_settings(settings_for(database_url)))
     db.engine  # noqa: B018 - an engine to dispose
-    connection = await _connect_sqlite(make_url(database_url).database or "")
+    connection = await compat_aiosqlite.connect(make_url(database_url).database or "")
     query = asyncio.ensure_future(connection.execute(SLOW_SQLITE_QUERY))
     await asyncio.sleep(0.05)  # the thread is running it
     query.cancel()
     connection.stop()
-    assert connection._thread.is_alive()
+    assert compat_aiosqlite.worker_thread(connection).is_alive()
     await db.dispose()
-    assert not connection._thread.is_alive()
+    assert not compat_aiosqlite.worker_thread(connection).is_alive()
 
 
 async def test_a_client_that_leaves_mid_statement_costs_no_connection(

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db import FairQueuePool, create_engine
+from service.compat.sqlalchemy import FairQueuePool
+from service.db import create_engine
 from service.settings import load_settings
 from tests.conftest import settings_for
 

@@ -1,0 +1,131 @@
+"""SQLAlchemy workarounds: a fair pool queue, and two questions its public API cannot answer.
+
+Written against SQLAlchemy 2.1.9 (checked for ``SUPPORTED``: ``>=2.1,<2.2``).
+
+Private names relied on:
+
+- ``sqlalchemy.util.queue.QueueCommon``, ``Empty``, ``Full`` and
+  ``sqlalchemy.util.concurrency.await_``: the interface of the pool's queue, and how a
+  queue method called from the pool's synchronous code waits on the event loop;
+- ``QueuePool._queue_class``: the queue class a pool is built on;
+- ``SessionTransaction._connections``: the connections a session transaction has checked out;
+- ``ScopedRegistry.registry`` (``scoped_session.registry.registry``): the dict of sessions a
+  scoped session holds, keyed on its scope function's value.
+
+Why:
+
+- ``FairQueuePool``: the asyncio pool queues on ``asyncio.Queue``, which lets a newcomer take a
+  returned connection ahead of the woken waiter, so under steady load some requests wait for
+  hundreds of milliseconds while newer ones pass them (the same unfairness upstream for the
+  threaded pool: https://github.com/sqlalchemy/sqlalchemy/issues/7679; for ``asyncio.Queue``:
+  https://github.com/python/cpython/issues/83055). It can go when SQLAlchemy's pool is fair
+  or takes a queue class publicly.
+- ``transaction_has_connection``: whether a request holds a connection decides whether a
+  client that leaves may let it finish (``service.asgi``); no public API answers without
+  checking a connection out. It can go when ``SessionTransaction`` says so publicly.
+- ``scoped_sessions``: counts sessions in flight and finds another task's session, which
+  ``async_scoped_session`` only offers for the current scope. No upstream issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.util import queue as sqla_queue
+from sqlalchemy.util.concurrency import await_
+
+DISTRIBUTION = "SQLAlchemy"
+SUPPORTED = ">=2.1,<2.2"
+
+_T = TypeVar("_T")
+
+
+class FairQueue(sqla_queue.QueueCommon[_T]):
+    """The pool's queue of idle connections, served strictly first come, first served.
+
+    A returned connection is handed straight to the oldest waiter, and nobody takes one
+    while others wait.
+    """
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+        self._idle: deque[_T] = deque()
+        self._waiters: deque[asyncio.Future[_T]] = deque()
+
+    def empty(self) -> bool:
+        return not self._idle
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._idle)
+
+    def qsize(self) -> int:
+        return len(self._idle)
+
+    def put_nowait(self, item: _T) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        if self.full():
+            raise sqla_queue.Full()
+        self._idle.append(item)
+
+    def put(self, item: _T, block: bool = True, timeout: float | None = None) -> None:
+        # The pool holds at most maxsize connections: a put never has to wait.
+        self.put_nowait(item)
+
+    def get_nowait(self) -> _T:
+        if not self._idle:
+            raise sqla_queue.Empty()
+        return self._idle.pop() if self.use_lifo else self._idle.popleft()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> _T:
+        # Idle connections and waiting tasks never coexist: put_nowait serves waiters first.
+        if self._idle or not block:
+            return self.get_nowait()
+        waiter: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await_(self._wait(waiter, seconds=timeout))
+        except TimeoutError as error:
+            raise sqla_queue.Empty() from error
+
+    async def _wait(self, waiter: asyncio.Future[_T], *, seconds: float | None) -> _T:
+        try:
+            async with asyncio.timeout(seconds):
+                return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a connection just as the wait was cancelled or timed out: pass it on.
+                self.put_nowait(waiter.result())
+            else:
+                waiter.cancel()
+            raise
+
+
+class FairQueuePool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio queue pool on a :class:`FairQueue`."""
+
+    _queue_class = FairQueue[ConnectionPoolEntry]
+
+
+def transaction_has_connection(session: AsyncSession) -> bool:
+    """Whether ``session``'s transaction has a connection checked out right now.
+
+    A session transaction begins before its checkout, which may still wait for the pool.
+    """
+    transaction = session.sync_session.get_transaction()
+    return transaction is not None and bool(transaction._connections)
+
+
+def scoped_sessions(scoped: async_scoped_session[AsyncSession]) -> Mapping[Any, AsyncSession]:
+    """Every session ``scoped`` holds, keyed on its scope (here: the owning task)."""
+    sessions: Mapping[Any, AsyncSession] = scoped.registry.registry
+    return sessions
