@@ -8,12 +8,12 @@ import re
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
 from quart import Quart, Response, current_app, g, request
 from quart.json.provider import DefaultJSONProvider
 from quart.wrappers import Request
 from werkzeug.routing import BaseConverter
 
+from service.compat.quart_schema import serialize_models_directly
 from service.errors import APIError
 from service.settings import Settings
 
@@ -141,44 +141,12 @@ class TrailingSlashInsensitive:
         await self.app(scope, receive, send)
 
 
-def _parts(result: Any) -> tuple[Any, int, Any]:
-    """(body, status, headers) of a handler's return value, in any of Quart's shapes."""
-    if not isinstance(result, tuple):
-        return result, 200, None
-    if len(result) == 3:
-        return result
-    body, extra = result
-    return (body, extra, None) if isinstance(extra, int) else (body, 200, extra)
-
-
-def _serialize_models_directly(app: Quart) -> None:
-    """Turn a returned pydantic model, dict or list into JSON in one step.
-
-    quart-schema would first dump it to Python objects through a pydantic TypeAdapter made
-    for the response, and then hand them to the JSON provider; serializing straight to JSON
-    bytes (pydantic's serializer for models, orjson for the rest) is several times cheaper.
-    """
-    convert = app.make_response
-
-    async def make_response(result: Any) -> Any:
-        value, status, headers = _parts(result)
-        if isinstance(value, BaseModel):
-            body: str | bytes = value.model_dump_json()
-        elif isinstance(value, dict | list):
-            body = _to_json(value)
-        else:
-            return await convert(result)
-        return app.response_class(body, status, headers, content_type="application/json")
-
-    app.make_response = make_response  # type: ignore[method-assign]
-
-
 def init_app(app: Quart, settings: Settings) -> None:
     """Install the JSON provider, the response serializer and the per-request hooks."""
     app.url_map.converters["id"] = IdConverter
     app.asgi_app = TrailingSlashInsensitive(app.asgi_app)  # type: ignore[method-assign]
     app.json = JSONProvider(app)
-    _serialize_models_directly(app)
+    serialize_models_directly(app, _to_json)
     # Quart enforces one limit for every route while the body streams in; the bulk route's
     # larger limit is the ceiling, and body_limit() applies the per-route one.
     app.config["MAX_CONTENT_LENGTH"] = max(settings.MAX_BODY_BYTES, settings.BULK_MAX_BODY_BYTES)
