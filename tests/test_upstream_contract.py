@@ -1,0 +1,267 @@
+"""What service/compat/ relies on in other libraries is still there, with the same shape.
+
+Each failure names the compat module to revisit: its docstring says what it uses and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import threading
+from collections.abc import Callable
+from importlib.metadata import version
+from types import ModuleType
+from typing import Any
+
+import pytest
+import quart.asgi
+import quart_schema.conversion
+import sqlalchemy.util.concurrency
+from packaging.specifiers import SpecifierSet
+from pydantic import BaseModel
+from quart import Quart
+from sqlalchemy import select
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import queue as sqla_queue
+
+from service.app import create_app
+from service.compat import aiosqlite as compat_aiosqlite
+from service.compat import quart as compat_quart
+from service.compat import quart_schema as compat_quart_schema
+from service.compat import sqlalchemy as compat_sqlalchemy
+from service.db import Database
+from service.settings import load_settings
+from tests.conftest import settings_for
+
+COMPAT_MODULES = (compat_aiosqlite, compat_quart, compat_quart_schema, compat_sqlalchemy)
+
+
+def _where(module: ModuleType) -> str:
+    return f"service/compat/{module.__name__.rsplit('.', 1)[1]}.py"
+
+
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def _check(module: ModuleType, holds: bool, what: str) -> None:
+    assert holds, f"{what}: revisit {_where(module)} (its docstring says what it relies on)"
+
+
+@pytest.mark.parametrize("module", COMPAT_MODULES, ids=lambda module: _where(module))
+def test_the_installed_version_is_one_the_workaround_was_checked_against(
+    module: ModuleType,
+) -> None:
+    installed = version(module.DISTRIBUTION)
+    _check(
+        module,
+        installed in SpecifierSet(module.SUPPORTED),
+        f"{module.DISTRIBUTION} {installed} is outside {module.SUPPORTED}",
+    )
+
+
+# -- SQLAlchemy ------------------------------------------------------------------------------
+
+
+def test_sqlalchemy_pool_queue_interface_is_unchanged() -> None:
+    expected = {
+        "__init__": ["self", "maxsize", "use_lifo"],
+        "empty": ["self"],
+        "full": ["self"],
+        "qsize": ["self"],
+        "put_nowait": ["self", "item"],
+        "put": ["self", "item", "block", "timeout"],
+        "get_nowait": ["self"],
+        "get": ["self", "block", "timeout"],
+    }
+    for name, parameters in expected.items():
+        method = getattr(sqla_queue.QueueCommon, name, None)
+        _check(
+            compat_sqlalchemy,
+            method is not None and _parameters(method) == parameters,
+            f"sqlalchemy.util.queue.QueueCommon.{name} is not ({', '.join(parameters)})",
+        )
+    for name in ("Empty", "Full"):
+        _check(
+            compat_sqlalchemy,
+            isinstance(getattr(sqla_queue, name, None), type),
+            f"sqlalchemy.util.queue.{name} is gone",
+        )
+    await_ = getattr(sqlalchemy.util.concurrency, "await_", None)
+    _check(
+        compat_sqlalchemy,
+        await_ is not None and _parameters(await_) == ["awaitable"],
+        "sqlalchemy.util.concurrency.await_(awaitable) is gone or changed",
+    )
+
+
+def _no_connection() -> Any:
+    raise AssertionError("the pool is never asked for a connection here")
+
+
+def test_sqlalchemy_pool_is_built_on_its_queue_class() -> None:
+    _check(
+        compat_sqlalchemy,
+        "_queue_class" in vars(AsyncAdaptedQueuePool),
+        "AsyncAdaptedQueuePool._queue_class is gone",
+    )
+    pool = compat_sqlalchemy.FairQueuePool(_no_connection, pool_size=1)
+    _check(
+        compat_sqlalchemy,
+        isinstance(pool._pool, compat_sqlalchemy.FairQueue),
+        "QueuePool no longer builds its queue from _queue_class",
+    )
+
+
+async def test_sqlalchemy_session_transaction_and_scoped_registry_answer(
+    database_url: str,
+) -> None:
+    async with Database(load_settings(settings_for(database_url))) as db:
+        async with db.session_scope(writes=False) as session:
+            _check(
+                compat_sqlalchemy,
+                dict(compat_sqlalchemy.scoped_sessions(db.scoped))
+                == {asyncio.current_task(): session},
+                "scoped_session.registry.registry no longer maps scopes to sessions",
+            )
+            session.sync_session.begin()  # a transaction, before any connection
+            _check(
+                compat_sqlalchemy,
+                not compat_sqlalchemy.transaction_has_connection(session),
+                "a session transaction reports a connection before its first statement",
+            )
+            await session.execute(select(1))
+            _check(
+                compat_sqlalchemy,
+                compat_sqlalchemy.transaction_has_connection(session),
+                "SessionTransaction._connections no longer lists the checked-out connection",
+            )
+
+
+# -- aiosqlite -------------------------------------------------------------------------------
+
+
+def test_aiosqlite_connection_constructor_is_unchanged() -> None:
+    import aiosqlite
+
+    _check(
+        compat_aiosqlite,
+        _parameters(aiosqlite.Connection.__init__)[:3] == ["self", "connector", "iter_chunk_size"],
+        "aiosqlite.Connection(connector, iter_chunk_size) changed",
+    )
+    _check(
+        compat_aiosqlite,
+        _parameters(aiosqlite.Connection.stop) == ["self"],
+        "aiosqlite.Connection.stop() changed",
+    )
+
+
+async def test_aiosqlite_connection_has_its_running_flag_and_thread(tmp_path: Any) -> None:
+    connection = compat_aiosqlite.connect(str(tmp_path / "contract.db"))
+    _check(
+        compat_aiosqlite,
+        isinstance(compat_aiosqlite.worker_thread(connection), threading.Thread),
+        "aiosqlite.Connection._thread is not the worker thread",
+    )
+    _check(compat_aiosqlite, connection._running is True, "aiosqlite.Connection._running is gone")
+    await connection
+    await connection.execute("SELECT 1")
+    stopped = connection.stop()
+    _check(compat_aiosqlite, connection._running is False, "stop() no longer clears _running")
+    assert stopped is not None
+    await stopped
+    _check(compat_aiosqlite, connection.stop() is None, "a second stop() is sent again")
+    await connection.close()  # returns at once: nothing is asked of the stopped thread
+    compat_aiosqlite.worker_thread(connection).join()
+
+
+# -- Quart -----------------------------------------------------------------------------------
+
+
+def test_quart_asgi_private_names_are_unchanged() -> None:
+    connection = quart.asgi.ASGIHTTPConnection
+    expected: dict[str, tuple[Any, list[str]]] = {
+        "ASGIHTTPConnection._create_request_from_scope": (
+            getattr(connection, "_create_request_from_scope", None),
+            ["self", "send"],
+        ),
+        "ASGIHTTPConnection._send_response": (
+            getattr(connection, "_send_response", None),
+            ["self", "send", "response"],
+        ),
+        "ASGIHTTPConnection.handle_messages": (
+            getattr(connection, "handle_messages", None),
+            ["self", "request", "receive"],
+        ),
+        "ASGIHTTPConnection.handle_request": (
+            getattr(connection, "handle_request", None),
+            ["self", "request", "send"],
+        ),
+        "_handle_exception": (getattr(quart.asgi, "_handle_exception", None), ["app", "error"]),
+    }
+    for name, (function, parameters) in expected.items():
+        _check(
+            compat_quart,
+            function is not None and _parameters(function) == parameters,
+            f"quart.asgi.{name} is not ({', '.join(parameters)})",
+        )
+
+
+def test_quart_handle_request_is_still_the_one_copied() -> None:
+    source = inspect.getsource(quart.asgi.ASGIHTTPConnection.handle_request).rstrip()
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    _check(
+        compat_quart,
+        digest in compat_quart.COPIED_HANDLE_REQUEST,
+        f"quart.asgi.ASGIHTTPConnection.handle_request changed upstream (sha256 {digest}): "
+        "compare it with RequestTaskHTTPConnection.handle_request, then record the digest",
+    )
+
+
+# -- quart-schema ----------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    value: int
+
+
+async def test_quart_schema_conversion_is_bypassed_for_models_and_dicts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    app = create_app(settings_for(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"))
+
+    @app.get("/contract/model")
+    async def model() -> _Model:
+        return _Model(value=1)
+
+    @app.get("/contract/dict")
+    async def mapping() -> dict[str, int]:
+        return {"value": 2}
+
+    def slow_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(
+            f"quart-schema converted the response: revisit {_where(compat_quart_schema)}"
+        )
+
+    monkeypatch.setattr(quart_schema.conversion, "model_dump", slow_path)
+    client = app.test_client()
+    for path, body in (("/contract/model", {"value": 1}), ("/contract/dict", {"value": 2})):
+        response = await client.get(path)
+        _check(
+            compat_quart_schema,
+            response.status_code == 200 and await response.get_json() == body,
+            f"GET {path} went through quart-schema's conversion",
+        )
+
+
+def test_the_fast_path_refuses_to_go_under_quart_schema() -> None:
+    with pytest.raises(RuntimeError, match="after QuartSchema"):
+        compat_quart_schema.serialize_models_directly(Quart(__name__), lambda value: b"")
+
+
+def test_every_compat_module_documents_its_contract() -> None:
+    for module in COMPAT_MODULES:
+        doc = module.__doc__ or ""
+        for part in ("Written against", "relied on", "Why", "can go"):
+            assert part in doc, f"{_where(module)}'s docstring does not say {part!r}"
