@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 
 from service.db import NoSessionError, current_session, get_database
 from service.models import Country
+from tests.gate import StatementGate
 
 blueprint = Blueprint("probe", __name__, url_prefix="/probe")
 _names = itertools.count()
@@ -22,9 +23,12 @@ _names = itertools.count()
 class ProbeState:
     """What the probe routes share with the test: handler tasks and moments to cancel at."""
 
+    gate: StatementGate | None = None
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     reached: dict[str, asyncio.Event] = field(default_factory=dict)
     background_done: asyncio.Event = field(default_factory=asyncio.Event)
+    # /probe/hold keeps its connection until the test sets this.
+    released: asyncio.Event = field(default_factory=asyncio.Event)
     spawned_error: str | None = None
 
     def moment(self, key: str) -> asyncio.Event:
@@ -36,12 +40,24 @@ def state() -> ProbeState:
     return probe
 
 
-def install(app: Quart) -> ProbeState:
-    """Register the probe routes on ``app``; returns the state the test can watch."""
+def install(app: Quart, database_url: str | None = None) -> ProbeState:
+    """Register the probe routes on ``app``; returns the state the test can watch.
+
+    With ``database_url`` (the app's own database), /probe/blocked and /probe/slow work too.
+    """
     probe = ProbeState()
+    if database_url is not None:
+        probe.gate = StatementGate(database_url)
+        probe.gate.install(get_database(app).engine)
     app.extensions["probe"] = probe
     app.register_blueprint(blueprint)
     return probe
+
+
+def gate() -> StatementGate:
+    installed = state().gate
+    assert installed is not None, "probe.install() was not given the database URL"
+    return installed
 
 
 def _mark(moment: str) -> None:
@@ -52,13 +68,10 @@ def _mark(moment: str) -> None:
 
 
 def _slow_query() -> Any:
-    if current_session().get_bind().dialect.name == "postgresql":
-        return text("SELECT pg_sleep(0.2)")
-    # About 0.2 s of work for SQLite's virtual machine.
-    return text(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000) "
-        "SELECT count(*) FROM n"
-    )
+    """A 0.2 s statement that keeps its connection without using the CPU."""
+    if gate().is_sqlite:
+        return text("SELECT probe_sleep(0.2)")
+    return text("SELECT pg_sleep(0.2)")
 
 
 @blueprint.before_request
@@ -76,10 +89,19 @@ async def same() -> dict[str, Any]:
 
 @blueprint.get("/hold")
 async def hold() -> dict[str, Any]:
+    """Keep a connection checked out until the test sets ``released``."""
     session = current_session()
     await session.execute(select(1))
-    await asyncio.sleep(float(request.args.get("seconds", "0.05")))
+    await state().released.wait()
     return {"id": id(session), "same": session is current_session()}
+
+
+@blueprint.get("/blocked")
+async def blocked() -> dict[str, str]:
+    """Run a statement that blocks until the test opens the gate."""
+    _mark("query")
+    await current_session().execute(gate().statement())
+    return {"status": "done"}
 
 
 @blueprint.get("/read")

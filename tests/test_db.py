@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 import service.asgi
 from service.app import create_app
 from service.compat import aiosqlite as compat_aiosqlite
+from service.compat.sqlalchemy import FairQueuePool
 from service.db import (
     SQLITE_BEGIN,
     Database,
@@ -34,12 +35,8 @@ from service.models import Country
 from service.settings import load_settings
 from tests import asgi, probe
 from tests.conftest import AUTH, settings_for
-
-# About a second of work for SQLite's thread.
-SLOW_SQLITE_QUERY = (
-    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) "
-    "SELECT count(*) FROM n"
-)
+from tests.gate import StatementGate
+from tests.waiting import HANG_GUARD_SECONDS, until
 
 
 async def _settle(db: Database) -> None:
@@ -65,8 +62,16 @@ async def _idle_in_transaction(database_url: str) -> int:
 
 
 @pytest.fixture
-def probed(real_app: Quart) -> probe.ProbeState:
-    return probe.install(real_app)
+async def probed(real_app: Quart, database_url: str) -> AsyncIterator[probe.ProbeState]:
+    state = probe.install(real_app, database_url)
+    yield state
+    state.released.set()
+    assert state.gate is not None
+    await state.gate.open()
+
+
+def _checked_out(db: Database) -> int:
+    return db.engine.pool.checkedout()  # type: ignore[attr-defined,no-any-return]
 
 
 async def test_every_use_in_one_request_is_the_same_session(app: Quart) -> None:
@@ -81,20 +86,13 @@ async def test_concurrent_requests_never_share_a_session(
 ) -> None:
     client = real_app.test_client()
     db = get_database(real_app)
-
-    async def in_flight_peak() -> int:
-        peak = 0
-        for _ in range(40):
-            peak = max(peak, db.open_sessions)
-            await asyncio.sleep(0.005)
-        return peak
-
-    peak_task = asyncio.create_task(in_flight_peak())
-    responses = await asyncio.gather(*(client.get("/probe/hold?seconds=0.1") for _ in range(20)))
-    bodies = [await response.get_json() for response in responses]
+    requests = [asyncio.create_task(client.get("/probe/hold")) for _ in range(20)]
+    await until(lambda: _checked_out(db) == 20, "20 requests holding a connection at once")
+    assert db.open_sessions == 20
+    probed.released.set()
+    bodies = [await response.get_json() for response in await asyncio.gather(*requests)]
     assert all(body["same"] for body in bodies)
     assert len({body["id"] for body in bodies}) == 20
-    assert await peak_task == 20
     await _settle(db)
 
 
@@ -181,7 +179,8 @@ async def test_background_task_uses_its_own_scope(
 ) -> None:
     response = await real_app.test_client().post("/probe/background", headers=AUTH)
     assert response.status_code == 202
-    await asyncio.wait_for(probed.background_done.wait(), 10)
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        await probed.background_done.wait()
     db = get_database(real_app)
     await _settle(db)
     async with db.session_scope(writes=False) as session:
@@ -236,12 +235,12 @@ async def test_a_connection_discarded_by_a_cancelled_task_leaves_no_task_behind(
                 with contextlib.suppress(asyncio.CancelledError):
                     await discarding
                 await connection.close()
-            await asyncio.sleep(0.2)
             closing = [
-                task
-                for task in asyncio.all_tasks()
-                if "_terminate_graceful_close" in repr(task) and not task.done()
+                task for task in asyncio.all_tasks() if "_terminate_graceful_close" in repr(task)
             ]
+            if closing:  # each ends once its thread has closed the connection
+                await asyncio.wait(closing, timeout=HANG_GUARD_SECONDS)
+            closing = [task for task in closing if not task.done()]
             assert closing == []
         finally:
             for task in closing:  # a failure must not also hang the test's event loop
@@ -261,36 +260,67 @@ async def test_dispose_waits_for_the_threads_of_stopped_sqlite_connections(
     db = Database(load_settings(settings_for(database_url)))
     db.engine  # noqa: B018 - an engine to dispose
     connection = await compat_aiosqlite.connect(make_url(database_url).database or "")
-    query = asyncio.ensure_future(connection.execute(SLOW_SQLITE_QUERY))
-    await asyncio.sleep(0.05)  # the thread is running it
-    query.cancel()
-    connection.stop()
-    assert compat_aiosqlite.worker_thread(connection).is_alive()
-    await db.dispose()
+    gate = StatementGate(database_url)
+    await connection.create_function("probe_gate", 0, gate.wait_in_thread)
+    async with gate:
+        query = asyncio.ensure_future(connection.execute(gate.statement().text))
+        await gate.wait_until_blocked()
+        query.cancel()
+        connection.stop()
+        disposing = asyncio.create_task(db.dispose())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not disposing.done()  # it waits for the thread, which waits at the gate
+        assert compat_aiosqlite.worker_thread(connection).is_alive()
+    await disposing
     assert not compat_aiosqlite.worker_thread(connection).is_alive()
+    with contextlib.suppress(asyncio.CancelledError):
+        await query
+
+
+def _watch_the_grace(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """An event set when a request whose client left is given a grace."""
+    granted = asyncio.Event()
+    grace_after_disconnect = service.asgi.ServiceHTTPConnection.grace_after_disconnect
+
+    def watched(connection: service.asgi.ServiceHTTPConnection, task: asyncio.Task[Any]) -> float:
+        grace = grace_after_disconnect(connection, task)
+        if grace > 0:
+            granted.set()
+        return grace
+
+    monkeypatch.setattr(service.asgi.ServiceHTTPConnection, "grace_after_disconnect", watched)
+    return granted
 
 
 async def test_a_client_that_leaves_mid_statement_costs_no_connection(
-    real_app: Quart, probed: probe.ProbeState
+    real_app: Quart, probed: probe.ProbeState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Cancelled in the middle of a statement, a request's connection would be closed and
     # reopened by the next request: the request finishes instead, and its connection goes
-    # back to the pool.
+    # back to the pool. The statement ends when the test says so, well within the grace.
+    monkeypatch.setattr(service.asgi, "DISCONNECT_GRACE_SECONDS", HANG_GUARD_SECONDS)
+    granted = _watch_the_grace(monkeypatch)
     db = get_database(real_app)
     assert (await asgi.call(real_app, "GET", "/probe/read")).status == 200
     opened: list[object] = []
     event.listen(db.engine.sync_engine, "connect", lambda *_: opened.append(None))
     key = uuid.uuid4().hex
     gone = asyncio.Event()
-    call = asyncio.create_task(
-        asgi.call(real_app, "GET", "/probe/slow", headers={"X-Probe-Key": key}, disconnect=gone)
-    )
-    await asyncio.wait_for(probed.moment(f"{key}:query").wait(), 10)
-    await asyncio.sleep(0.05)  # the 0.2 s statement is running
-    assert db.holds_connection(probed.tasks[key])
-    gone.set()
-    await call
-    assert not call.cancelled()
+    assert probed.gate is not None
+    async with probed.gate as gate:
+        call = asyncio.create_task(
+            asgi.call(
+                real_app, "GET", "/probe/blocked", headers={"X-Probe-Key": key}, disconnect=gone
+            )
+        )
+        await gate.wait_until_blocked()
+        assert db.holds_connection(probed.tasks[key])
+        gone.set()
+        async with asyncio.timeout(HANG_GUARD_SECONDS):
+            await granted.wait()
+    exchange = await call
+    assert not call.cancelled() and exchange.status == 200
     assert (await asgi.call(real_app, "GET", "/probe/read")).status == 200
     await _settle(db)
     assert opened == []
@@ -299,20 +329,18 @@ async def test_a_client_that_leaves_mid_statement_costs_no_connection(
 async def test_a_request_still_holding_its_connection_after_the_grace_is_cancelled(
     real_app: Quart, probed: probe.ProbeState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service.asgi, "DISCONNECT_GRACE_SECONDS", 0.1)
+    monkeypatch.setattr(service.asgi, "DISCONNECT_GRACE_SECONDS", 0.01)
+    granted = _watch_the_grace(monkeypatch)
     db = get_database(real_app)
     gone = asyncio.Event()
-    call = asyncio.create_task(
-        asgi.call(real_app, "GET", "/probe/hold?seconds=5", disconnect=gone)
-    )
-    for _ in range(500):
-        if db.engine.pool.checkedout() == 1:  # type: ignore[attr-defined]
-            break
-        await asyncio.sleep(0.01)
+    # /probe/hold keeps its connection until the test releases it, which it never does.
+    call = asyncio.create_task(asgi.call(real_app, "GET", "/probe/hold", disconnect=gone))
+    await until(lambda: _checked_out(db) == 1, "the request holds a connection")
     gone.set()
-    done, _ = await asyncio.wait([call], timeout=2)
-    assert call in done  # after the grace, not after the handler's 5 s
-    assert call.result().status is None
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        exchange = await call
+    assert granted.is_set() and not probed.released.is_set()
+    assert exchange.status is None
     await _settle(db)
 
 
@@ -324,19 +352,20 @@ async def test_a_client_that_leaves_before_its_request_has_a_connection_cancels_
     db = get_database(real_app)
     pool_size = db.settings.DB_POOL_SIZE + db.settings.DB_MAX_OVERFLOW
     holders = [
-        asyncio.create_task(asgi.call(real_app, "GET", "/probe/hold?seconds=1"))
-        for _ in range(pool_size)
+        asyncio.create_task(asgi.call(real_app, "GET", "/probe/hold")) for _ in range(pool_size)
     ]
-    for _ in range(500):
-        if db.engine.pool.checkedout() == pool_size:  # type: ignore[attr-defined]
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: _checked_out(db) == pool_size, "every connection held")
+    pool = db.engine.pool
+    assert isinstance(pool, FairQueuePool)
     gone = asyncio.Event()
     waiting = asyncio.create_task(asgi.call(real_app, "GET", "/probe/read", disconnect=gone))
-    await asyncio.sleep(0.05)
+    await until(lambda: pool.waiting() == 1, "the request waits for the pool")
     gone.set()
-    done, _ = await asyncio.wait([waiting], timeout=0.5)
-    assert waiting in done  # long before a connection was free
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        exchange = await waiting
+    assert exchange.status is None
+    assert not any(holder.done() for holder in holders)  # no connection was free meanwhile
+    probed.released.set()
     assert [(await holder).status for holder in holders] == [200] * pool_size
     await _settle(db)
 
@@ -357,7 +386,8 @@ async def _cancel_at(
     """Cancel the handler once the request reaches ``moment``; sometimes twice."""
     key = uuid.uuid4().hex
     call = asyncio.create_task(asgi.call(app, method, path, headers={"X-Probe-Key": key}))
-    await asyncio.wait_for(state.moment(f"{key}:{moment}").wait(), 10)
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        await state.moment(f"{key}:{moment}").wait()
     await asyncio.sleep(rng.choice([0, 0, 0.001, 0.005]))
     handler = state.tasks.pop(key)
     handler.cancel()

@@ -18,6 +18,7 @@ from service.errors import translate_database_error
 from tests import probe
 from tests.conftest import settings_for
 from tests.databases import Databases
+from tests.waiting import until
 
 
 def _unreachable_url(databases: Databases) -> str:
@@ -45,23 +46,26 @@ async def _exhausted_pool_app(database_url: str) -> Quart:
     app = create_app(
         settings_for(database_url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=0.05)
     )
-    probe.install(app)
     return app
 
 
 async def test_exhausted_pool_is_503_then_recovers(database_url: str) -> None:
     app = await _exhausted_pool_app(database_url)
+    state = probe.install(app)
     async with app.test_app():
         client = app.test_client()
-        holder = asyncio.create_task(client.get("/probe/slow"))
-        await asyncio.sleep(0.05)  # the slow request now holds the only connection
-        started = time.monotonic()
-        refused = await client.get("/records")
-        assert time.monotonic() - started < 1.5
+        db = get_database(app)
+        holder = asyncio.create_task(client.get("/probe/hold"))
+        await until(
+            lambda: db.engine.pool.checkedout() == 1,  # type: ignore[attr-defined]
+            "the holder has the only connection",
+        )
+        refused = await client.get("/records")  # while the holder keeps it
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert not holder.done()
+        state.released.set()
         assert (await holder).status_code == 200
         assert (await client.get("/records")).status_code == 200
-        db = get_database(app)
         await db.wait_for_closes()
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 

@@ -7,7 +7,8 @@ Private names relied on:
 - ``sqlalchemy.util.queue.QueueCommon``, ``Empty``, ``Full`` and
   ``sqlalchemy.util.concurrency.await_``: the interface of the pool's queue, and how a
   queue method called from the pool's synchronous code waits on the event loop;
-- ``QueuePool._queue_class``: the queue class a pool is built on;
+- ``QueuePool._queue_class`` and ``QueuePool._pool``: the queue class a pool is built on, and
+  the pool's instance of it;
 - ``SessionTransaction._connections``: the connections a session transaction has checked out;
 - ``ScopedRegistry.registry`` (``scoped_session.registry.registry``): the dict of sessions a
   scoped session holds, keyed on its scope function's value.
@@ -67,6 +68,10 @@ class FairQueue(sqla_queue.QueueCommon[_T]):
     def qsize(self) -> int:
         return len(self._idle)
 
+    def waiting(self) -> int:
+        """How many tasks wait for a connection right now."""
+        return sum(not waiter.done() for waiter in self._waiters)
+
     def put_nowait(self, item: _T) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -114,6 +119,11 @@ class FairQueuePool(AsyncAdaptedQueuePool):
     """SQLAlchemy's asyncio queue pool on a :class:`FairQueue`."""
 
     _queue_class = FairQueue[ConnectionPoolEntry]
+    _pool: FairQueue[ConnectionPoolEntry]
+
+    def waiting(self) -> int:
+        """How many tasks wait for a connection right now."""
+        return self._pool.waiting()
 
 
 def transaction_has_connection(session: AsyncSession) -> bool:
