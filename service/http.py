@@ -11,6 +11,8 @@ import orjson
 from quart import Quart, Response, current_app, g, request
 from quart.json.provider import DefaultJSONProvider
 from quart.wrappers import Request
+from werkzeug.datastructures import ETags
+from werkzeug.http import parse_etags
 from werkzeug.routing import BaseConverter
 
 from service.compat.quart_schema import serialize_models_directly
@@ -93,6 +95,18 @@ def sent_header(name: str) -> str | None:
     """
     values = request.headers.getlist(name)
     return values[0] if values else None
+
+
+def sent_etags(name: str) -> ETags | None:
+    """The entity tags of the request's ``If-Match`` or ``If-None-Match`` header, parsed by
+    werkzeug; None when the header is absent.
+
+    Compare with ``ETags.contains`` for ``If-Match`` (strong comparison) and
+    ``ETags.contains_weak`` for ``If-None-Match`` (weak comparison), as RFC 9110 13.1 says;
+    both match ``*``.
+    """
+    sent = sent_header(name)
+    return None if sent is None else parse_etags(sent)
 
 
 def _new_request_id() -> str:

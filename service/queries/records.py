@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
-from service.errors import APIError, FieldError, conflict, not_found, validation_error
+from service.errors import FieldError, conflict, not_found, validation_error
 from service.models import Country, Record, Source, record_sources, utc_now
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name, country_name
@@ -168,17 +168,6 @@ async def get_record(session: AsyncSession, record_id: int) -> Record:
     if record is None:
         raise not_found(f"record {record_id} does not exist")
     return record
-
-
-def check_if_match(record: Record, if_match: str | None) -> None:
-    """Refuse (412) a write whose ``If-Match`` names another version than the stored one."""
-    if if_match is None or if_match.strip() == "*":
-        return
-    wanted = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
-    if f'"{record.version}"' not in wanted:
-        raise APIError(
-            412, f"record {record.id} is at version {record.version}; re-read it and retry"
-        )
 
 
 async def _country(session: AsyncSession, name: str | None, country_id: int | None) -> Country:

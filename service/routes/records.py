@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 from quart_schema import document_response, validate_querystring, validate_request
-from werkzeug.http import parse_etags
 
 from service.db import current_session
-from service.http import sent_header
+from service.errors import APIError
+from service.http import sent_etags
 from service.listing import ListBody, paginate
+from service.models import Record
 from service.queries import bulk
 from service.queries import records as queries
 from service.queries.countries import get_country
@@ -36,11 +37,18 @@ def _etag(record: RecordPublic) -> dict[str, str]:
 
 def _not_modified(record: RecordPublic) -> bool:
     """If-None-Match names the record's current version (weak comparison) or is ``*``."""
-    sent = sent_header("If-None-Match")
-    if sent is None:
-        return False
-    etags = parse_etags(sent)
-    return etags.contains_weak(str(record.version)) or "*" in etags
+    etags = sent_etags("If-None-Match")
+    return etags is not None and etags.contains_weak(str(record.version))
+
+
+def _check_if_match(record: Record) -> None:
+    """Refuse (412) a write whose If-Match names neither the stored version (strong
+    comparison) nor ``*``."""
+    etags = sent_etags("If-Match")
+    if etags is not None and not etags.contains(str(record.version)):
+        raise APIError(
+            412, f"record {record.id} is at version {record.version}; re-read it and retry"
+        )
 
 
 async def list_records(
@@ -114,7 +122,7 @@ async def _update(
 ) -> tuple[RecordPublic, int, dict[str, str]]:
     session = current_session()
     record = await queries.get_record(session, record_id)
-    queries.check_if_match(record, request.headers.get("If-Match"))
+    _check_if_match(record)
     public = queries.to_public(await queries.update_record(session, record, data))
     await session.commit()
     return public, 200, _etag(public)
@@ -141,7 +149,7 @@ async def delete(record_id: int) -> Response:
     """Delete a record; If-Match is honoured (412 when stale)."""
     session = current_session()
     record = await queries.get_record(session, record_id)
-    queries.check_if_match(record, request.headers.get("If-Match"))
+    _check_if_match(record)
     await queries.delete_record(session, record)
     await session.commit()
     return Response(status=204)

@@ -137,6 +137,26 @@ async def test_put_patch_delete_honour_if_match(client: Client) -> None:
     assert (await client.get(url)).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("if_match", "status"),
+    [
+        ('"1"', 200),
+        ('"7", "1"', 200),
+        ("*", 200),
+        ('W/"1"', 412),  # If-Match compares strongly (RFC 9110 13.1.1); If-None-Match weakly
+        ('"7"', 412),
+        ('"1,7"', 412),  # one tag with a comma in it, not two
+    ],
+)
+async def test_if_match_is_parsed_as_if_none_match_is_and_compared_strongly(
+    client: Client, if_match: str, status: int
+) -> None:
+    record = await create_record(client)
+    url = f"/records/{record['id']}"
+    response = await client.patch(url, json={"cases": 6}, headers={**AUTH, "If-Match": if_match})
+    assert response.status_code == status
+
+
 async def test_patch_moves_a_record_to_another_country_and_sources(client: Client) -> None:
     source = await create_source(client)
     record = await create_record(client, country="Florin")
