@@ -9,7 +9,8 @@ import pytest
 from pydantic import RootModel
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
 
 from service.db import Database, get_database
 from service.models import Country
@@ -122,3 +123,25 @@ async def test_timestamps_read_back_as_aware_utc(database_url: str, time_zone: s
             for value in (core, orm.created_at, orm.updated_at):
                 assert value == written
                 assert value.tzinfo is dt.UTC
+
+
+async def test_reading_one_resource_loads_no_orm_object(client: Client) -> None:
+    # Every resource's GET by id follows the same pattern (queries.rows.read_one): a Core
+    # statement of the public schema's columns, validated from a dict.
+    record = await create_record(client, source_ids=[(await create_source(client))["id"]])
+    loaded: list[object] = []
+
+    def count(_session: Session, instance: object) -> None:
+        loaded.append(instance)
+
+    event.listen(Session, "loaded_as_persistent", count)
+    try:
+        for path in (
+            f"/countries/{record['country_id']}",
+            f"/sources/{record['source_ids'][0]}",
+            f"/records/{record['id']}",
+        ):
+            assert (await client.get(path)).status_code == 200, path
+    finally:
+        event.remove(Session, "loaded_as_persistent", count)
+    assert loaded == []

@@ -1,4 +1,4 @@
-"""Country queries."""
+"""Country queries: reads as Core statements of CountryPublic's columns, writes on the ORM."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.errors import conflict, not_found
 from service.models import Country, Record, utc_now
 from service.pagination import Listing, SortKey, sort_keys
+from service.queries.rows import read_one
+from service.schemas.countries import CountryPublic
 
-ORDERS: dict[str, SortKey] = sort_keys(Country.id, name=Country.name)
+countries = Country.__table__
+ORDERS: dict[str, SortKey] = sort_keys(countries.c.id, name=countries.c.name)
 
-
-_COLUMNS = select(Country.id, Country.name, Country.created_at, Country.updated_at)
-_NAME_CONTAINS = _COLUMNS.where(func.lower(Country.name).like(bindparam("pattern"), escape="/"))
+# CountryPublic's fields as table columns, in its order: the session runs reads as Core.
+_PUBLIC = select(countries.c.id, countries.c.name, countries.c.created_at, countries.c.updated_at)
+_BY_ID = _PUBLIC.where(countries.c.id == bindparam("country_id"))
+_NAME_CONTAINS = _PUBLIC.where(func.lower(countries.c.name).like(bindparam("pattern"), escape="/"))
 # Built once, with bound values: a statement built per call costs more than running it.
 _ID_BY_NAME: Select[int] = select(Country.__table__.c.id).where(
     Country.__table__.c.name == bindparam("name")
@@ -28,12 +32,19 @@ _NAME_BY_ID: Select[str] = select(Country.__table__.c.name).where(
 def list_statement(q: str | None) -> Listing:
     """Countries, those whose name contains ``q`` (any case) when it is given."""
     if not q:
-        return Listing(_COLUMNS, {})
+        return Listing(_PUBLIC, {})
     literal = q.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
     return Listing(_NAME_CONTAINS, {"pattern": f"%{literal}%"})
 
 
+async def read_country(session: AsyncSession, country_id: int) -> CountryPublic:
+    """One country as served: a single Core statement, no ORM object."""
+    missing = f"country {country_id} does not exist"
+    return await read_one(session, _BY_ID, {"country_id": country_id}, CountryPublic, missing)
+
+
 async def get_country(session: AsyncSession, country_id: int) -> Country:
+    """One country as an ORM object, for writes."""
     country = await session.get(Country, country_id)
     if country is None:
         raise not_found(f"country {country_id} does not exist")

@@ -30,7 +30,7 @@ from service.errors import FieldError, conflict, not_found, validation_error
 from service.models import Country, Record, Source, record_sources, utc_now
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name, country_name
-from service.queries.rows import as_dict, as_dicts
+from service.queries.rows import as_dicts, read_one
 from service.schemas.records import RecordCreate, RecordFilters, RecordPatch, RecordPublic
 
 # Read paths select table columns, not mapped attributes: the session then runs them as plain
@@ -156,10 +156,10 @@ def _record_by_id(dialect: str) -> AnySelect:
 async def read_record(session: AsyncSession, record_id: int) -> RecordPublic:
     """One record as served: a single statement, no ORM object."""
     statement = _record_by_id(session.get_bind().dialect.name)
-    row = (await session.execute(statement, {"record_id": record_id})).first()
-    if row is None:
-        raise not_found(f"record {record_id} does not exist")
-    return RecordPublic.model_validate(as_dict(statement, row))
+    params = {"record_id": record_id}
+    return await read_one(
+        session, statement, params, RecordPublic, f"record {record_id} does not exist"
+    )
 
 
 async def get_record(session: AsyncSession, record_id: int) -> Record:

@@ -1,14 +1,20 @@
-"""Rows as plain dicts: what a record's schema is validated from, and what list pages serve."""
+"""Rows as plain dicts: what a resource's public schema is validated from, and what list
+pages serve; and the read of one resource by id, the same for every resource."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.errors import not_found
 from service.pagination import AnySelect
+
+PublicModel = TypeVar("PublicModel", bound=BaseModel)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -30,3 +36,21 @@ def as_dicts(statement: AnySelect, rows: Iterable[Row[Any]]) -> list[dict[str, A
     """Rows of ``statement`` as dicts (see :func:`as_dict`)."""
     names = column_names(statement)
     return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+async def read_one(
+    session: AsyncSession,
+    statement: AnySelect,
+    params: dict[str, Any],
+    schema: type[PublicModel],
+    missing: str,
+) -> PublicModel:
+    """The one row of ``statement`` as ``schema``; 404 saying ``missing`` when there is none.
+
+    Read paths run Core statements of the public schema's columns: no ORM object is loaded
+    or tracked for a read (docs/architecture.md, "Read paths: rows, not models").
+    """
+    row = (await session.execute(statement, params)).first()
+    if row is None:
+        raise not_found(missing)
+    return schema.model_validate(as_dict(statement, row))

@@ -1,33 +1,44 @@
-"""Source queries."""
+"""Source queries: reads as Core statements of SourcePublic's columns, writes on the ORM."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import not_found
 from service.models import Source
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
-from service.schemas.sources import SourceCreate, SourceUpdate
+from service.queries.rows import read_one
+from service.schemas.sources import SourceCreate, SourcePublic, SourceUpdate
 
-ORDERS: dict[str, SortKey] = sort_keys(Source.id, title=Source.title)
+sources = Source.__table__
+ORDERS: dict[str, SortKey] = sort_keys(sources.c.id, title=sources.c.title)
 
-
-_COLUMNS: AnySelect = select(
-    Source.id,
-    Source.title,
-    Source.url,
-    Source.published_on,
-    Source.created_at,
-    Source.updated_at,
+# SourcePublic's fields as table columns, in its order: the session runs reads as Core.
+_PUBLIC: AnySelect = select(
+    sources.c.id,
+    sources.c.title,
+    sources.c.url,
+    sources.c.published_on,
+    sources.c.created_at,
+    sources.c.updated_at,
 )
+_BY_ID = _PUBLIC.where(sources.c.id == bindparam("source_id"))
 
 
 def list_statement() -> Listing:
-    return Listing(_COLUMNS, {})
+    """Every source, as SourcePublic rows."""
+    return Listing(_PUBLIC, {})
+
+
+async def read_source(session: AsyncSession, source_id: int) -> SourcePublic:
+    """One source as served: a single Core statement, no ORM object."""
+    missing = f"source {source_id} does not exist"
+    return await read_one(session, _BY_ID, {"source_id": source_id}, SourcePublic, missing)
 
 
 async def get_source(session: AsyncSession, source_id: int) -> Source:
+    """One source as an ORM object, for writes."""
     source = await session.get(Source, source_id)
     if source is None:
         raise not_found(f"source {source_id} does not exist")

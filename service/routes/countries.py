@@ -50,7 +50,7 @@ async def create_country(data: CountryCreate) -> tuple[CountryPublic, int, dict[
 @document_response(CountryPublic)
 async def get_country(country_id: int) -> CountryPublic:
     """Read one country."""
-    return CountryPublic.model_validate(await queries.get_country(current_session(), country_id))
+    return await queries.read_country(current_session(), country_id)
 
 
 @blueprint.patch("/countries/<id:country_id>")

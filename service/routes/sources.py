@@ -49,7 +49,7 @@ async def create_source(data: SourceCreate) -> tuple[SourcePublic, int, dict[str
 @document_response(SourcePublic)
 async def get_source(source_id: int) -> SourcePublic:
     """Read one source."""
-    return SourcePublic.model_validate(await queries.get_source(current_session(), source_id))
+    return await queries.read_source(current_session(), source_id)
 
 
 @blueprint.patch("/sources/<id:source_id>")
