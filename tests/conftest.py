@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,6 +21,7 @@ from quart.typing import TestClientProtocol as Client
 from service.app import create_app
 from service.db import get_database
 from tests.databases import Databases, PostgresDatabases, SQLiteDatabases, fresh_database
+from tests.waiting import HANG_GUARD_SECONDS
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -36,6 +39,41 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if metafunc.definition.get_closest_marker(f"{only}_only"):
             backends = [name for name in backends if name == only]
     metafunc.parametrize("backend", backends)
+
+
+def _started_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    # asyncio's default executor threads end with the test's event loop.
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and not thread.name.startswith("asyncio_")
+    ]
+
+
+@pytest.fixture(autouse=True)
+async def nothing_left_running() -> AsyncIterator[None]:
+    """Fail a test that leaves a task or a thread (a SQLite connection's) running after it.
+
+    Torn down after every other fixture of the test, while its event loop still runs: a
+    thread that outlived the loop would fail a later test ("Event loop is closed").
+    """
+    threads_before = set(threading.enumerate())
+    tasks_before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() - tasks_before if task is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=HANG_GUARD_SECONDS)
+    threads = _started_threads(threads_before)
+    # A connection closed at the very end may still be leaving its thread.
+    for thread in threads:
+        await asyncio.to_thread(thread.join, HANG_GUARD_SECONDS)
+    assert not tasks, f"the test left tasks running: {tasks}"
+    assert not [thread for thread in threads if thread.is_alive()], (
+        f"the test left threads running: {threads}"
+    )
 
 
 @pytest.fixture(scope="session")

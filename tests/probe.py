@@ -92,6 +92,7 @@ async def hold() -> dict[str, Any]:
     """Keep a connection checked out until the test sets ``released``."""
     session = current_session()
     await session.execute(select(1))
+    _mark("holding")
     await state().released.wait()
     return {"id": id(session), "same": session is current_session()}
 

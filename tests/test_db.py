@@ -333,9 +333,14 @@ async def test_a_request_still_holding_its_connection_after_the_grace_is_cancell
     granted = _watch_the_grace(monkeypatch)
     db = get_database(real_app)
     gone = asyncio.Event()
+    key = uuid.uuid4().hex
     # /probe/hold keeps its connection until the test releases it, which it never does.
-    call = asyncio.create_task(asgi.call(real_app, "GET", "/probe/hold", disconnect=gone))
-    await until(lambda: _checked_out(db) == 1, "the request holds a connection")
+    call = asyncio.create_task(
+        asgi.call(real_app, "GET", "/probe/hold", headers={"X-Probe-Key": key}, disconnect=gone)
+    )
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        await probed.moment(f"{key}:holding").wait()
+    assert db.holds_connection(probed.tasks[key])
     gone.set()
     async with asyncio.timeout(HANG_GUARD_SECONDS):
         exchange = await call

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.fixed_rate import generate, percentile
+from tests.waiting import HANG_GUARD_SECONDS
 
 
 @dataclass
@@ -64,10 +65,30 @@ def handler(
 
 @asynccontextmanager
 async def http_server(behaviour: Behaviour) -> AsyncIterator[str]:
-    listening = await asyncio.start_server(handler(behaviour), "127.0.0.1", 0)
+    """The test server, for the block; it closes every connection and joins every
+    connection's task when the block ends."""
+    handle = handler(behaviour)
+    connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections[task] = writer
+        try:
+            await handle(reader, writer)
+        finally:
+            del connections[task]
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
     async with listening:
-        yield f"http://127.0.0.1:{port}"
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            for writer in connections.values():
+                writer.transport.abort()  # a connection the client left open ends here
+            if connections:
+                await asyncio.wait(list(connections), timeout=HANG_GUARD_SECONDS)
 
 
 async def test_sends_every_request_at_the_rate_asked() -> None:
