@@ -39,9 +39,12 @@ class StatementGate:
         """The statement a blocked route runs."""
         if self.is_sqlite:
             return text("SELECT probe_gate()")
-        return text(
-            "SELECT 1 FROM (SELECT pg_advisory_xact_lock_shared(:key)) AS gate"
-        ).bindparams(key=self.key)
+        return self.postgresql_statement().bindparams(key=self.key)
+
+    @staticmethod
+    def postgresql_statement() -> TextClause:
+        """The PostgreSQL statement, its ``key`` parameter left to bind."""
+        return text("SELECT 1 FROM (SELECT pg_advisory_xact_lock_shared(:key)) AS gate")
 
     def install(self, engine: AsyncEngine) -> None:
         """Give every SQLite connection of ``engine`` the gate's function (and a sleep)."""

@@ -19,7 +19,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.gate import StatementGate
 from tests.live import REPO_ROOT, LiveServer, live_server
+from tests.waiting import HANG_GUARD_SECONDS, until
 
 pytestmark = pytest.mark.postgresql_only
 
@@ -56,8 +58,9 @@ async def _backends(database_url: str, where: str = "true") -> int:
 
 
 async def _wait_for_backends(database_url: str, count: int, where: str = "true") -> int:
-    """Poll until exactly ``count`` backends match (or 10 s pass); return the last count."""
-    deadline = time.monotonic() + 10
+    """Poll until exactly ``count`` backends match (or a hang guard passes); return the last
+    count."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while (found := await _backends(database_url, where)) != count:
         if time.monotonic() > deadline:
             break
@@ -86,24 +89,27 @@ async def _exit_status(process: subprocess.Popen[bytes], within: float) -> int |
 async def test_sigterm_lets_requests_in_flight_finish_then_closes_the_pool(
     database_url: str, tmp_path: Path
 ) -> None:
-    sleeping = "query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+    gate = StatementGate(database_url)
     with served(database_url, tmp_path / "hypercorn.log") as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            slow = [asyncio.create_task(client.get("/slow")) for _ in range(SLOW_REQUESTS)]
-            assert await _wait_for_backends(database_url, SLOW_REQUESTS, sleeping) == (
-                SLOW_REQUESTS
-            )
-            server.process.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            await asyncio.sleep(0.5)  # the worker notices the shutdown within 0.1 s
-            refused = asyncio.create_task(_no_answer(server.url))
+        async with httpx.AsyncClient(base_url=server.url, timeout=HANG_GUARD_SECONDS) as client:
+            async with gate:
+                params = {"key": gate.key}
+                slow = [
+                    asyncio.create_task(client.get("/blocked", params=params))
+                    for _ in range(SLOW_REQUESTS)
+                ]
+                await gate.wait_until_blocked(SLOW_REQUESTS)
+                server.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                # New connections go unanswered while the requests in flight still wait.
+                await until(lambda: _no_answer(server.url), "a connection after SIGTERM refused")
+                assert not any(request.done() for request in slow)
             responses = await asyncio.gather(*slow)
             drained = time.monotonic() - signalled
 
         assert [response.status_code for response in responses] == [200] * SLOW_REQUESTS
-        assert all(response.json() == {"slept": 1.0} for response in responses)
+        assert all(response.json() == {"released": gate.key} for response in responses)
         assert drained < GRACEFUL_TIMEOUT
-        assert await refused, "a connection made after SIGTERM was served"
         status = await _exit_status(server.process, GRACEFUL_TIMEOUT + EXIT_MARGIN - drained)
         assert status == 0, server.output()
         assert time.monotonic() - signalled < GRACEFUL_TIMEOUT + EXIT_MARGIN

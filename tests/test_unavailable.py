@@ -80,9 +80,27 @@ async def test_terminated_idle_connections_cost_no_failed_request(
     assert db.engine.pool.checkedin() > 1  # type: ignore[attr-defined]
     terminated = await _terminate_backends(database_url)
     assert terminated > 1
-    await asyncio.sleep(0.2)  # the loop reads each connection's EOF
+    await until(lambda: _no_backends(database_url), "every terminated backend gone")
+    for _ in range(3):  # the loop reads each closed connection's EOF
+        await asyncio.sleep(0)
     statuses = await asyncio.gather(*(client.get("/records") for _ in range(20)))
     assert [r.status_code for r in statuses] == [200] * 20
+
+
+async def _no_backends(database_url: str) -> bool:
+    """Whether no backend other than the caller's is connected to the database."""
+    url = make_url(database_url)
+    connection = await asyncpg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            url.database,
+        )
+        return count == 0
+    finally:
+        await connection.close()
 
 
 async def _terminate_backends(database_url: str) -> int:
