@@ -13,6 +13,7 @@ from quart import Blueprint, Quart, Response, g
 from service.app import create_app
 from tests import asgi
 from tests.conftest import settings_for
+from tests.waiting import HANG_GUARD_SECONDS
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ async def test_a_client_that_leaves_cancels_the_handler_and_the_call_ends_quietl
     call = asyncio.create_task(asgi.call(app, "GET", "/wait", disconnect=gone))
     await started.wait()
     gone.set()
-    await asyncio.wait([call], timeout=5)  # (wait_for would cancel the call itself)
+    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)  # (wait_for would cancel the call)
     exchange = call.result()
     assert cancelled.is_set()
     assert exchange.status is None
@@ -109,7 +110,7 @@ async def test_a_cancel_from_the_server_is_not_swallowed(app: Quart) -> None:
     call = asyncio.create_task(asgi.call(app, "GET", "/wait"))
     await started.wait()
     call.cancel()
-    await asyncio.wait([call], timeout=5)
+    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)
     assert call.cancelled()
 
 
@@ -120,12 +121,13 @@ async def test_a_response_slower_to_send_than_response_timeout_is_cut(app: Quart
     async def slow_body() -> Response:
         async def chunks() -> AsyncIterator[bytes]:
             yield b"first"
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # never set: only the response timeout ends this
             yield b"never"
 
         return Response(chunks())
 
-    exchange = await asyncio.wait_for(asgi.call(app, "GET", "/slow-body"), 5)
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        exchange = await asgi.call(app, "GET", "/slow-body")
     assert exchange.status == 200
     assert bytes(exchange.body) == b"first"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 import pytest
@@ -14,6 +13,7 @@ from service.metrics import exposition
 from service.queries.bulk import RecordRow, bulk_write
 from service.settings import ConfigError, load_settings
 from tests.conftest import settings_for
+from tests.waiting import until
 
 
 async def _store_records(database_url: str, days: range) -> None:
@@ -27,9 +27,7 @@ async def _store_records(database_url: str, days: range) -> None:
 
 
 async def _wait_for_runs(job: RecordCountJob, runs: int) -> None:
-    async with asyncio.timeout(10):
-        while job.runs < runs:  # noqa: ASYNC110 - the job has no event to wait on
-            await asyncio.sleep(0.005)
+    await until(lambda: job.runs >= runs, f"{runs} runs of the job")
 
 
 async def test_the_job_counts_records_and_leaves_no_session_behind(database_url: str) -> None:
