@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The API image: Hypercorn serving service.app:app with hypercorn.toml, as a non-root user.
+# The API image: Hypercorn serving service.serve:app with hypercorn.toml, as a non-root user.
 #   docker build -t sars-service .
 # Configuration and secrets (DATABASE_URL, API_TOKENS, ...) come from the environment at run
 # time, never from the image; migrations run in docker-compose.yml's one-shot `migrate` service.
@@ -42,4 +42,4 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=2)"]
 # exec: Hypercorn becomes PID 1 and gets docker's SIGTERM itself (a graceful drain, see
 # hypercorn.toml); a shell in between would swallow it.
-CMD ["sh", "-c", "exec hypercorn --config hypercorn.toml --bind \"0.0.0.0:${PORT}\" --workers \"${WEB_CONCURRENCY}\" service.app:app"]
+CMD ["sh", "-c", "exec hypercorn --config hypercorn.toml --bind \"0.0.0.0:${PORT}\" --workers \"${WEB_CONCURRENCY}\" service.serve:app"]

@@ -14,4 +14,4 @@ if ! python -c "import socket, sys; socket.create_server((sys.argv[1], int(sys.a
 fi
 alembic upgrade head
 echo "SARS records API listening on http://$host:$port (try http://$host:$port/docs)"
-exec hypercorn --config hypercorn.toml --bind "$host:$port" service.app:app
+exec hypercorn --config hypercorn.toml --bind "$host:$port" service.serve:app

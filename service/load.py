@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import gc
 import io
 import itertools
 import re
@@ -31,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.collector import fewer_collections
 from service.db import Database
 from service.models import MAX_COUNT, NAME_LENGTH, Country, Record
 from service.queries.bulk import ConflictMode, RecordRow, bulk_write
@@ -593,7 +593,7 @@ async def load_csv(
         raise ValueError("batch_size must be at least 1")
     report = report or LoadReport(path, mode, batch_size)
     source = CsvSource(path)
-    with _fewer_collections():
+    with fewer_collections():
         if mode == "error":
             await _check_file(db, source, report, batch_size, progress)
             if report.ok:
@@ -603,24 +603,6 @@ async def load_csv(
             await write_rows(db, rows, mode, batch_size, report, source=source, progress=progress)
     report.problems.sort()
     return report
-
-
-@contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Keep the cyclic garbage collector out of the way while a file loads.
-
-    A load allocates millions of short-lived objects that reference counting frees; the
-    collector would still run every 700 allocations and now and then walk the whole heap.
-    Freezing the heap that exists and collecting less often made loads about 20% faster.
-    """
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 # -- the command line ---------------------------------------------------------------------------
