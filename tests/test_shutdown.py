@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from tests.live import REPO_ROOT, LiveServer, live_server
 
-pytestmark = pytest.mark.postgresql_only
+pytestmark = [pytest.mark.e2e, pytest.mark.postgresql_only]
 
 GRACEFUL_TIMEOUT = float(
     tomllib.loads((REPO_ROOT / "hypercorn.toml").read_text())["graceful_timeout"]
