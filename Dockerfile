@@ -12,12 +12,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 # The runtime dependencies of [project], without the service itself (its source is copied
 # below, so that editing it does not invalidate this layer).
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > requirements.txt \
-    && pip install --requirement requirements.txt
+    && pip install --requirement requirements.txt --constraint constraints.txt
 
 # -- runtime ----------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime

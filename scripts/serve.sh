@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install, migrate and serve the API (default: the embedded SQLite database, port 8000).
+# The install includes what examples/client.py needs, so the README's client runs next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bootstrap.sh
+scripts/bootstrap.sh examples
 . .venv/bin/activate
 host=${HOST:-127.0.0.1}
 port=${PORT:-8000}
