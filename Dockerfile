@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The API image: Hypercorn serving service.app:app with hypercorn.toml, as a non-root user.
+# The API image: Hypercorn serving service.serve:app with hypercorn.toml, as a non-root user.
 #   docker build -t sars-service .
 # Configuration and secrets (DATABASE_URL, API_TOKENS, ...) come from the environment at run
 # time, never from the image; migrations run in docker-compose.yml's one-shot `migrate` service.
@@ -12,12 +12,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 # The runtime dependencies of [project], without the service itself (its source is copied
 # below, so that editing it does not invalidate this layer).
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > requirements.txt \
-    && pip install --requirement requirements.txt
+    && pip install --requirement requirements.txt --constraint constraints.txt
 
 # -- runtime ----------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
@@ -42,4 +42,4 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=2)"]
 # exec: Hypercorn becomes PID 1 and gets docker's SIGTERM itself (a graceful drain, see
 # hypercorn.toml); a shell in between would swallow it.
-CMD ["sh", "-c", "exec hypercorn --config hypercorn.toml --bind \"0.0.0.0:${PORT}\" --workers \"${WEB_CONCURRENCY}\" service.app:app"]
+CMD ["sh", "-c", "exec hypercorn --config hypercorn.toml --bind \"0.0.0.0:${PORT}\" --workers \"${WEB_CONCURRENCY}\" service.serve:app"]

@@ -194,7 +194,7 @@ async def child(options: argparse.Namespace) -> None:
     import asyncpg
 
     from bench.peers.common import plain_url
-    from service.app import tune_collector_for_serving
+    from service.collector import tune_collector_for_serving
 
     connection = await asyncpg.connect(plain_url())
     rows = await connection.fetch("SELECT id FROM records ORDER BY random() LIMIT 2000")

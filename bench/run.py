@@ -236,14 +236,14 @@ def _gunicorn(settings: Settings, port: int, _config: Path) -> list[str]:
 SERVERS = {
     server.name: server
     for server in (
-        Server("service", "service (Quart, Hypercorn)", _hypercorn("service.app:app")),
+        Server("service", "service (Quart, Hypercorn)", _hypercorn("service.serve:app")),
         Server("flask", "Flask + Flask-SQLAlchemy (gunicorn gthread)", _gunicorn),
         Server(
             "fastapi", "FastAPI + SQLAlchemy async (uvicorn)",
             _uvicorn("bench.peers.fastapi_app:app"),
         ),
         Server("raw", "bare ASGI + asyncpg (Hypercorn)", _hypercorn("bench.peers.raw_app:app")),
-        Server("service-uvicorn", "service under uvicorn", _uvicorn("service.app:app")),
+        Server("service-uvicorn", "service under uvicorn", _uvicorn("service.serve:app")),
     )
 }  # fmt: skip
 

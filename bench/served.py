@@ -126,6 +126,11 @@ async def send_requests(port: int, make_request: Callable[[], bytes], count: int
     await asyncio.gather(*(connection() for _ in range(CONCURRENCY)))
 
 
+def served_app(tree: Path) -> str:
+    """The served app of ``tree``: revisions before service/serve.py served service.app:app."""
+    return "service.serve:app" if (tree / "service" / "serve.py").is_file() else "service.app:app"
+
+
 def instructions(
     tree: Path, database_url: str, make_request: Callable[[], bytes], count: int
 ) -> int:
@@ -137,7 +142,7 @@ def instructions(
             "valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
             sys.executable, "-m", "hypercorn", "--config",
             str(hypercorn_config(Path(scratch), tree)), "--workers", "0",
-            "--bind", f"127.0.0.1:{port}", "service.app:app",
+            "--bind", f"127.0.0.1:{port}", served_app(tree),
         ]  # fmt: skip
         env = {
             **os.environ,

@@ -253,7 +253,7 @@ start_apis() {
     say "api-$i: http://127.0.0.1:$port"
     start "api-$i" "$state/api/api-$i.log" env "${api_env[@]}" \
       .venv/bin/hypercorn --config hypercorn.toml --bind "127.0.0.1:$port" --workers 1 \
-      service.app:app
+      service.serve:app
   done
   for i in $(seq 1 "$workers"); do
     port=$((api_port + i - 1))

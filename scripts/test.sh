@@ -1,12 +1,43 @@
 #!/usr/bin/env bash
-# Install everything and run the whole test suite on SQLite and PostgreSQL.
-# Extra arguments go to pytest; TEST_BACKENDS=sqlite skips PostgreSQL.
+# Install what the tests need, then run them on SQLite and PostgreSQL.
+#
+#   scripts/test.sh            every tier in turn, each headed by what it runs and how long it
+#                              takes (the times are those of a 2-core machine doing only this)
+#   scripts/test.sh --fast     the unit and integration tiers alone
+#   scripts/test.sh ARGS...    pytest ARGS (files, -k, -m ...)
+#
+# Environment: TEST_BACKENDS=sqlite skips PostgreSQL; VENV (.venv) is the virtualenv to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bootstrap.sh dev
-scripts/system-packages.sh || echo "could not install system packages; their tests will skip" >&2
+venv=${VENV:-.venv}
+VENV=$venv scripts/bootstrap.sh dev
 if [[ "${TEST_BACKENDS:-sqlite,postgresql}" == *postgresql* ]]; then
   scripts/ensure-postgres.sh
 fi
-exec .venv/bin/python -m pytest "$@"
+pytest=("$venv/bin/python" -m pytest)
+fast="unit or integration"
+
+# tier TITLE MARKERS [PYTEST ARGS...]: a header, then the tests of MARKERS.
+tier() {
+  local title=$1 markers=$2
+  shift 2
+  printf '\n== %s\n' "$title"
+  "${pytest[@]}" -m "$markers" "$@"
+}
+
+if [ "${1:-}" = --fast ]; then
+  shift
+  tier "unit and integration tests (about 4 minutes)" "$fast" "$@"
+  exit
+fi
+scripts/system-packages.sh || echo "could not install system packages; their tests will skip" >&2
+[ $# -eq 0 ] || exec "${pytest[@]}" "$@"
+
+failed=0
+tier "unit and integration tests (about 4 minutes)" "$fast" || failed=1
+tier "end-to-end tests: Hypercorn, the CLI, the scripts, a browser (about 5 minutes)" e2e -v \
+  || failed=1
+tier "reliability suite: real Hypercorn under stress, a 100,000-request soak (about 7 minutes)" \
+  reliability -v || failed=1
+exit "$failed"

@@ -1,8 +1,10 @@
-"""The app factory: ``create_app`` builds everything; ``app`` is the served instance."""
+"""The app factory: ``create_app`` builds everything.
+
+Servers run ``service.serve:app``; ``quart --app service.app`` finds ``create_app`` itself.
+"""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,13 @@ SWAGGER_UI_ASSETS = str(Path(swagger_ui.__file__).parent / "static")
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
-    """Build the app from ``config`` (a Settings, or overrides of the environment)."""
-    settings = config if isinstance(config, Settings) else load_settings(config)
+    """Build the app from ``config`` (a Settings, or overrides of the environment).
+
+    Without ``config`` it reads the environment, as the entry points do (``service.serve``,
+    ``quart --app service.app``): a bad value there ends the process with one line naming the
+    variable, not a traceback.
+    """
+    settings = config if isinstance(config, Settings) else _settings(config)
     configure_logging(settings)
 
     # The API docs page is served with Swagger UI's own assets: no internet access needed.
@@ -69,28 +76,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     return app
 
 
-def _create_served_app() -> Quart:
+def _settings(overrides: Mapping[str, Any] | None) -> Settings:
+    if overrides is not None:
+        return load_settings(overrides)
     try:
-        return create_app()
+        return load_settings()
     except ConfigError as error:
-        # One line naming the variable, not a traceback, stops the server or the CLI.
         raise SystemExit(f"configuration error: {error}") from None
-
-
-# Young objects the cyclic collector lets pile up before it looks at them (CPython: 700).
-YOUNG_COLLECTION_THRESHOLD = 5_000
-
-
-def tune_collector_for_serving() -> None:
-    """Keep the cyclic garbage collector out of the way of requests.
-
-    Start-up's objects are frozen out of the full collections. Young collections wait for
-    5,000 new objects, not 700: requests in flight keep CPython's count climbing, and it
-    collected every eight GETs or so (docs/architecture.md, "The garbage collector").
-    """
-    gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
-
-
-app = _create_served_app()
-tune_collector_for_serving()

@@ -31,6 +31,21 @@ BACKENDS = tuple(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier: reliability, e2e (marked by hand), integration or unit.
+
+    ``scripts/test.sh --fast`` runs the unit and integration tiers alone.
+    """
+    for item in items:
+        if "reliability" in item.path.parts:
+            if item.get_closest_marker("e2e") is not None:
+                raise pytest.UsageError(f"{item.nodeid}: a reliability test is not also e2e")
+            item.add_marker(pytest.mark.reliability)
+        elif item.get_closest_marker("e2e") is None:
+            tier = "integration" if "backend" in getattr(item, "fixturenames", ()) else "unit"
+            item.add_marker(tier)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" not in metafunc.fixturenames:
         return

@@ -75,7 +75,7 @@ def live_server(
     database_url: str,
     log: Path,
     *,
-    app: str = "service.app:app",
+    app: str = "service.serve:app",
     options: tuple[str, ...] = (),
     **settings: str,
 ) -> Iterator[LiveServer]:

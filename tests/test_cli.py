@@ -17,6 +17,7 @@ from tests.databases import Databases
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = REPO_ROOT / "migrations"
+pytestmark = pytest.mark.e2e
 
 
 def run_command(

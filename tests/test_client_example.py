@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import httpx
+import pytest
 
 from tests.conftest import TOKEN
 from tests.live import REPO_ROOT, live_server
@@ -23,6 +24,7 @@ def _example_client() -> ModuleType:
     return module
 
 
+@pytest.mark.e2e
 def test_example_client_against_a_live_service(database_url: str, tmp_path: Path) -> None:
     with live_server(database_url, tmp_path / "server.log", API_TOKENS=TOKEN) as server:
         headers = {"Authorization": f"Bearer {TOKEN}"}

@@ -18,7 +18,7 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = REPO_ROOT / "artifacts"
 
-pytestmark = needs_commands("chromium", "chromedriver")
+pytestmark = [pytest.mark.e2e, needs_commands("chromium", "chromedriver")]
 
 
 def _browser() -> webdriver.Chrome:

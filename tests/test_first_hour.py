@@ -22,7 +22,7 @@ from tests.live import REPO_ROOT, free_port
 
 def _import_app(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import service.app"],
+        [sys.executable, "-c", "import service.serve"],
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         capture_output=True,
@@ -75,6 +75,7 @@ async def test_no_tokens_configured_is_named(databases: Databases) -> None:
     assert "API_TOKENS" in (await response.get_json())["detail"]
 
 
+@pytest.mark.e2e
 @pytest.mark.sqlite_only
 def test_serve_script_runs_migrated_and_prints_its_address(tmp_path: Path, backend: str) -> None:
     port = free_port()
@@ -104,6 +105,7 @@ def test_serve_script_runs_migrated_and_prints_its_address(tmp_path: Path, backe
             server.stdout.close()
 
 
+@pytest.mark.e2e
 @pytest.mark.sqlite_only
 def test_serve_script_names_a_port_in_use(backend: str) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:

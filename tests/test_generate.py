@@ -70,6 +70,7 @@ def test_the_csv_is_what_the_loader_reads(tmp_path: Path) -> None:
     assert parsed == list(generate_rows(5, 6, seed=2))
 
 
+@pytest.mark.e2e
 def test_generate_data_writes_the_same_csv_for_the_same_seed(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
@@ -90,6 +91,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         yield database
 
 
+@pytest.mark.e2e
 async def test_generate_data_writes_to_the_database_through_the_bulk_path(
     database_url: str, db: Database
 ) -> None:

@@ -289,6 +289,7 @@ async def test_checking_a_file_keeps_keys_not_rows(db: Database, tmp_path: Path)
 # -- the real data set, through the real commands -----------------------------------------------
 
 
+@pytest.mark.e2e
 async def test_the_sars_file_loads_as_the_contract_says(
     database_url: str, db: Database, sars_csv: Path
 ) -> None:
@@ -319,6 +320,7 @@ async def test_the_sars_file_loads_as_the_contract_says(
     assert await _record_count(db) == 2537
 
 
+@pytest.mark.e2e
 async def test_python_m_service_load_reports_bad_lines_and_exits_1(
     database_url: str, db: Database, tmp_path: Path
 ) -> None:
@@ -337,6 +339,7 @@ async def test_python_m_service_load_reports_bad_lines_and_exits_1(
     assert await _record_count(db) == 3
 
 
+@pytest.mark.e2e
 def test_a_file_without_a_header_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = _write(tmp_path, "2003-03-17,Canada,1,0,0\n")
     url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
@@ -350,6 +353,7 @@ def test_a_file_without_a_header_is_refused_with_a_clear_message(tmp_path: Path)
 # -- interrupted --------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.sqlite_only
 async def test_ctrl_c_rolls_back_the_batch_in_flight_and_a_rerun_finishes(
     database_url: str, db: Database, tmp_path: Path

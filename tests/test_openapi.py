@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from quart import Quart
 
 from tests.conftest import TOKEN
@@ -47,6 +48,7 @@ async def test_every_contract_route_is_documented(app: Quart) -> None:
     assert record["get"]["parameters"][0]["schema"]["type"] == "integer"
 
 
+@pytest.mark.e2e
 def test_schemathesis_finds_nothing(database_url: str, tmp_path: Path) -> None:
     with live_server(database_url, tmp_path / "server.log", API_TOKENS=TOKEN) as server:
         schema = httpx.get(f"{server.url}/openapi.json").json()

@@ -23,7 +23,7 @@ from tests.gate import StatementGate
 from tests.live import REPO_ROOT, LiveServer, live_server
 from tests.waiting import HANG_GUARD_SECONDS, until
 
-pytestmark = pytest.mark.postgresql_only
+pytestmark = [pytest.mark.e2e, pytest.mark.postgresql_only]
 
 GRACEFUL_TIMEOUT = float(
     tomllib.loads((REPO_ROOT / "hypercorn.toml").read_text())["graceful_timeout"]

@@ -25,7 +25,7 @@ from tests.live import REPO_ROOT, free_port, needs_commands
 STACK = REPO_ROOT / "scripts" / "stack.sh"
 TOKEN = "stack-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-pytestmark = needs_commands("nginx", "pgbouncer")
+pytestmark = [pytest.mark.e2e, needs_commands("nginx", "pgbouncer")]
 
 
 def _free_port_pair() -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import BACKENDS
 from tests.databases import POSTGRES_URL, PostgresDatabases, SQLiteDatabases, fresh_database
-from tests.reliability.report import Report, Section
+from tests.reliability.report import Report, Section, report_path
 
 
 @pytest.hookimpl(wrapper=True)
@@ -50,13 +50,16 @@ async def _postgres_version() -> str:
 
 
 @pytest.fixture(scope="session")
-def reliability_report() -> Iterator[Report]:
-    """The report of this run: truncated and headed at the start, summarised at the end."""
+def reliability_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
+    """The report of this run: truncated and headed at the start, summarised at the end.
+
+    It is written where ``report_path`` says: the tracked report only when asked for.
+    """
     try:
         version = asyncio.run(_postgres_version())
     except (OSError, asyncpg.PostgresError) as error:
         version = f"unreachable ({type(error).__name__})"
-    report = Report()
+    report = Report(report_path(tmp_path_factory.mktemp("reliability")))
     report.start(version)
     yield report
     report.finish()

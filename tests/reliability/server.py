@@ -27,7 +27,7 @@ def hypercorn(
     database_url: str,
     log: Path,
     *,
-    app: str = "service.app:app",
+    app: str = "service.serve:app",
     worker_class: str = "asyncio",
     **settings: str,
 ) -> Iterator[LiveServer]:

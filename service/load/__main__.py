@@ -1,0 +1,5 @@
+"""``python -m service.load FILE.csv``."""
+
+from service.load.console import main
+
+main()
