@@ -2,7 +2,9 @@
 
 A cursor is the sort key of the last row served plus the order it belongs to, signed with
 HMAC so that a tampered cursor, or one from another order, is refused (422) instead of
-silently skipping rows.
+silently skipping rows. Whoever knows the secret can sign any payload, so a cursor whose
+signature holds is still validated against its order's types and bounds before any value
+reaches a statement: every cursor string is a page or a 422.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
+from pydantic import AfterValidator, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 from quart import current_app, request
 from sqlalchemy import (
     BigInteger,
@@ -42,6 +45,10 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 # A mapped attribute, or a table column (reads that want rows, not objects, use those).
 SortColumn = InstrumentedAttribute[Any] | ColumnElement[Any]
+# The longest order name a cursor may carry (the real ones are a few characters).
+MAX_ORDER_LENGTH = 64
+# Text sort values of columns without a declared length.
+MAX_CURSOR_TEXT = 1024
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,12 @@ class SortKey:
             return [self.column.desc(), self.id_column.desc()]
         return [self.column.asc(), self.id_column.asc()]
 
+    @functools.cached_property
+    def cursor_position(self) -> TypeAdapter[tuple[Any, int]]:
+        """Validates a cursor's (value, id) for this order: the column's type and range."""
+        value, identifier = _value_type(self.column), _value_type(self.id_column)
+        return TypeAdapter(tuple[value, identifier])  # type: ignore[valid-type]
+
     def after(self, value: ColumnElement[Any], row_id: ColumnElement[int]) -> ColumnElement[bool]:
         """Rows strictly after (value, row_id) in this order."""
         if self.column is self.id_column:
@@ -64,6 +77,34 @@ class SortKey:
         if self.descending:
             return or_(self.column < value, and_(self.column == value, self.id_column < row_id))
         return or_(self.column > value, and_(self.column == value, self.id_column > row_id))
+
+
+def _storable_text(value: str) -> str:
+    # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded to send it.
+    if "\x00" in value:
+        raise ValueError("text with a NUL character")
+    value.encode()
+    return value
+
+
+def _value_type(column: SortColumn) -> Any:
+    """The pydantic type of a value of ``column``, bounded to what the column can hold."""
+    python_type = column.type.python_type
+    if python_type is int:
+        bits = 64 if isinstance(column.type, BigInteger) else 32
+        return Annotated[StrictInt, Field(ge=-(2 ** (bits - 1)), le=2 ** (bits - 1) - 1)]
+    if python_type is str:
+        length = getattr(column.type, "length", None) or MAX_CURSOR_TEXT
+        return Annotated[StrictStr, Field(max_length=length), AfterValidator(_storable_text)]
+    if python_type is dt.date:
+        return dt.date
+    raise TypeError(f"no cursor type for a sort column of {python_type.__name__}")
+
+
+# Any signed payload decodes to this first: the order it names, then its own types.
+_CursorEnvelope = TypeAdapter(
+    tuple[Annotated[StrictStr, Field(max_length=MAX_ORDER_LENGTH)], Any, Any]
+)
 
 
 def sort_keys(id_column: SortColumn, **columns: SortColumn) -> dict[str, SortKey]:
@@ -81,9 +122,9 @@ def _secret() -> bytes:
     return settings.CURSOR_SECRET.encode()
 
 
-def _signature(payload: bytes) -> str:
+def _signature(payload: bytes) -> bytes:
     digest = hmac.new(_secret(), payload, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,31 +134,34 @@ def _jsonable(value: Any) -> Any:
 def encode_cursor(order: str, value: Any, row_id: int) -> str:
     payload = orjson.dumps([order, _jsonable(value), row_id])
     body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-    return f"{body}.{_signature(payload)}"
+    return f"{body}.{_signature(payload).decode()}"
 
 
-def decode_cursor(cursor: str, order: str) -> tuple[Any, int]:
-    """The (value, id) a cursor resumes after; 422 when it was altered or is for another order."""
+def decode_cursor(cursor: str, key: SortKey, order: str) -> tuple[Any, int]:
+    """The (value, id) a cursor resumes after; 422 when it was altered, is for another
+    order, or carries values its order's columns cannot hold."""
     invalid = validation_error([FieldError("cursor", "the cursor is invalid or was altered")])
     body, _, signature = cursor.partition(".")
+    if not (body.isascii() and signature.isascii()):
+        raise invalid
     try:
         payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except ValueError:
         raise invalid from None
-    if not hmac.compare_digest(signature, _signature(payload)):
+    if not hmac.compare_digest(signature.encode(), _signature(payload)):
         raise invalid
-    cursor_order, value, row_id = orjson.loads(payload)
+    try:
+        cursor_order, value, row_id = _CursorEnvelope.validate_json(payload)
+    except ValidationError:
+        raise invalid from None
     if cursor_order != order:
         raise validation_error(
             [FieldError("cursor", f"the cursor belongs to order {cursor_order!r}, not {order!r}")]
         )
-    return value, row_id
-
-
-def _python_value(key: SortKey, value: Any) -> Any:
-    if isinstance(value, str) and key.column.type.python_type is dt.date:
-        return dt.date.fromisoformat(value)
-    return value
+    try:
+        return key.cursor_position.validate_python((value, row_id))
+    except ValidationError:
+        raise invalid from None
 
 
 @dataclass(frozen=True)
@@ -173,8 +217,8 @@ async def cursor_page(
     """One page of rows (with ``id`` and the sort column) after ``cursor``, in ``key`` order."""
     params = {**listing.params, "page_limit": limit + 1}
     if cursor:
-        value, row_id = decode_cursor(cursor, order)
-        params.update(cursor_value=_python_value(key, value), cursor_id=row_id)
+        value, row_id = decode_cursor(cursor, key, order)
+        params.update(cursor_value=value, cursor_id=row_id)
     statement = _page_statement(listing.statement, key, bool(cursor))
     rows = (await session.execute(statement, params)).all()
     if len(rows) <= limit:
