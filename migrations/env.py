@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from service.db import create_engine
 from service.models import Base
-from service.settings import load_settings
+from service.settings import settings_or_exit
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -41,11 +41,11 @@ def _run_sync(connection: Connection) -> None:
 
 def _database_url() -> str:
     """The URL given to this Alembic run (tests, the CLI), else the service's DATABASE_URL."""
-    return config.get_main_option("sqlalchemy.url") or load_settings().DATABASE_URL
+    return config.get_main_option("sqlalchemy.url") or settings_or_exit().DATABASE_URL
 
 
 async def _run_online() -> None:
-    engine = create_engine(load_settings({"DATABASE_URL": _database_url(), "DB_POOL_SIZE": 1}))
+    engine = create_engine(settings_or_exit({"DATABASE_URL": _database_url(), "DB_POOL_SIZE": 1}))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)

@@ -5,6 +5,7 @@ Servers run ``service.serve:app``; ``quart --app service.app`` finds ``create_ap
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from quart_schema import QuartSchema
 
 from service import __version__, auth, cli, cors, http, jobs, logs, metrics
 from service.asgi import ServiceApp
+from service.compat.hypercorn import exit_serving
 from service.db import Database
 from service.errors import register_error_handlers
 from service.logs import configure_logging
@@ -32,6 +34,8 @@ BLUEPRINTS = (
 )
 SWAGGER_UI_ASSETS = str(Path(swagger_ui.__file__).parent / "static")
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     """Build the app from ``config`` (a Settings, or overrides of the environment).
@@ -42,6 +46,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     """
     settings = config if isinstance(config, Settings) else _settings(config)
     configure_logging(settings)
+    _warn_about_development_secret(settings)
 
     # The API docs page is served with Swagger UI's own assets: no internet access needed.
     app = ServiceApp(__name__, static_folder=SWAGGER_UI_ASSETS, static_url_path="/docs/static")
@@ -76,10 +81,21 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Quart:
     return app
 
 
+def _warn_about_development_secret(settings: Settings) -> None:
+    # SQLite is the development database; anything else is presumed to be shared or served.
+    if settings.signs_with_development_secret and not settings.is_sqlite:
+        logger.warning(
+            "CURSOR_SECRET is the development value published in the repository: anyone can "
+            "forge pagination cursors; set CURSOR_SECRET to a long random string"
+        )
+
+
 def _settings(overrides: Mapping[str, Any] | None) -> Settings:
     if overrides is not None:
         return load_settings(overrides)
     try:
         return load_settings()
     except ConfigError as error:
-        raise SystemExit(f"configuration error: {error}") from None
+        # One line naming the variable, not a traceback, and a non-zero status stop the
+        # server or the CLI.
+        exit_serving(f"configuration error: {error}")

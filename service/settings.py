@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///sars.db"
+# Cursors signed with this are forgeable by anyone who read the repository.
+DEVELOPMENT_CURSOR_SECRET = "change-me-outside-development"
+# Everything between "//" and the last "@" of a URL that does not parse: it may hold a password.
+_USERINFO = re.compile(r"(?<=//).*@", re.DOTALL)
 
 # Plain schemes people paste from elsewhere, mapped to the async driver this service uses.
 _ASYNC_DRIVERS = {
@@ -37,8 +42,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
 
-    DATABASE_URL: str = DEFAULT_DATABASE_URL
-    API_TOKENS: Annotated[tuple[str, ...], NoDecode] = ()
+    # Secrets stay out of the settings' repr (and so out of any traceback or log that shows it).
+    DATABASE_URL: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
+    API_TOKENS: Annotated[tuple[str, ...], NoDecode, Field(repr=False)] = ()
     DB_POOL_SIZE: int = Field(default=10, ge=1, le=1000)
     DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=1000)
     DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0, le=600)
@@ -52,7 +58,7 @@ class Settings(BaseSettings):
     SLOW_QUERY_MS: float = Field(default=500, ge=0)
     MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1)
     BULK_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1)
-    CURSOR_SECRET: str = Field(default="change-me-outside-development", min_length=8)
+    CURSOR_SECRET: str = Field(default=DEVELOPMENT_CURSOR_SECRET, min_length=8, repr=False)
     BACKGROUND_JOB_INTERVAL: float = Field(default=0, ge=0)
 
     @field_validator("API_TOKENS", "CORS_ORIGINS", mode="before")
@@ -83,13 +89,28 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.get_backend_name() == "sqlite"
 
+    @property
+    def signs_with_development_secret(self) -> bool:
+        return self.CURSOR_SECRET == DEVELOPMENT_CURSOR_SECRET
+
+
+def masked_url(raw: str) -> str:
+    """``raw`` fit for an error message or a log line: its password, if any, as ``***``."""
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        return _USERINFO.sub("***@", raw)
+    if "@" in (url.host or ""):  # an "@" in the password: part of it was read as the host
+        return _USERINFO.sub("***@", raw)
+    return url.render_as_string(hide_password=True)
+
 
 def async_database_url(raw: str) -> URL:
     """Parse a database URL and point it at this service's async driver, or explain why not."""
     try:
         url = make_url(raw)
-    except ArgumentError:
-        raise ValueError(f"not a database URL: {raw!r}") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ValueError(f"not a database URL: {masked_url(raw)!r}") from None
     driver = _ASYNC_DRIVERS.get(url.drivername)
     if driver is None:
         raise ValueError(
@@ -107,3 +128,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         first = error.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "settings"
         raise ConfigError(f"invalid {name}: {first['msg']}") from None
+
+
+def settings_or_exit(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """``load_settings`` for an entry point: a bad value ends the process with one line and
+    a non-zero status, not a traceback."""
+    try:
+        return load_settings(overrides)
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None
