@@ -18,6 +18,7 @@ from quart import Quart, Response, g, request
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.control_characters import escape_control_characters
 from service.settings import Settings
 
 request_logger = logging.getLogger("service.request")
@@ -49,15 +50,20 @@ class JSONFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``LEVEL logger: message key=value ...`` for people reading a terminal."""
+    """``LEVEL logger: message key=value ...`` for people reading a terminal.
+
+    The message and the fields are escaped (service/control_characters.py): a client's
+    input in them cannot start a line of its own. JSON lines need no such care.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(
-            f"{key}={value}"
+            f"{key}={escape_control_characters(str(value))}"
             for key, value in record.__dict__.items()
             if key not in _STANDARD_ATTRIBUTES
         )
-        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        message = escape_control_characters(record.getMessage())
+        line = f"{record.levelname} {record.name}: {message}"
         line = f"{line} {fields}" if fields else line
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
