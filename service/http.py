@@ -142,15 +142,24 @@ class IdConverter(BaseConverter):
         return str(value)
 
 
-class TrailingSlashInsensitive:
-    """ASGI wrapper: ``/records/`` is ``/records``, served as is, with no redirect."""
+_REPEATED_SLASHES = re.compile(r"//+")
+
+
+class SlashInsensitive:
+    """ASGI wrapper: ``/records/`` is ``/records`` and ``/records//1`` is ``/records/1``,
+    served as they are, with no redirect.
+
+    Werkzeug would answer a repeated slash with a 308 to an absolute URL built from the
+    request's ``Host`` header, an address the client chose.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+        if scope["type"] == "http" and len(path) > 1 and ("//" in path or path.endswith("/")):
+            path = _REPEATED_SLASHES.sub("/", path)
             scope = {**scope, "path": path.rstrip("/") or "/"}
         await self.app(scope, receive, send)
 
@@ -158,7 +167,7 @@ class TrailingSlashInsensitive:
 def init_app(app: Quart, settings: Settings) -> None:
     """Install the JSON provider, the response serializer and the per-request hooks."""
     app.url_map.converters["id"] = IdConverter
-    app.asgi_app = TrailingSlashInsensitive(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = SlashInsensitive(app.asgi_app)  # type: ignore[method-assign]
     app.json = JSONProvider(app)
     serialize_models_directly(app, _to_json)
     # Quart enforces one limit for every route while the body streams in; the bulk route's

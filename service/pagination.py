@@ -17,7 +17,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 from pydantic import AfterValidator, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -245,7 +245,14 @@ async def numbered_page(
 
 
 def next_link(cursor: str) -> str:
-    """A ``Link`` header value for the next page: this request's URL with the new cursor."""
+    """A ``Link`` header value for the next page: this request's path and query, with the
+    new cursor.
+
+    The reference is relative (RFC 8288, section 3): the client resolves it against the URL
+    it used. An absolute one would be built from the ``Host`` header, which a client chooses
+    and which a proxy may rewrite (nginx passes it without the port).
+    """
     params = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
     params.append(("cursor", cursor))
-    return f'<{request.base_url}?{urlencode(params)}>; rel="next"'
+    path = quote(request.script_root + request.path)
+    return f'<{path}?{urlencode(params)}>; rel="next"'

@@ -120,6 +120,23 @@ async def test_unknown_routes_and_methods(client: Client) -> None:
     assert "GET" in response.headers["Allow"]
 
 
+async def test_repeated_slashes_are_the_same_resource_with_no_redirect(client: Client) -> None:
+    created = await client.post("/countries", json={"name": "Doubled"}, headers=AUTH)
+    country_id = (await created.get_json())["id"]
+    plain = await client.get(f"/countries/{country_id}")
+    for path in (
+        f"/countries//{country_id}",
+        f"//countries/{country_id}//",
+        f"/countries///{country_id}",
+    ):
+        response = await client.get(path, headers={"Host": "attacker.example"})
+        assert response.status_code == 200, path
+        assert "Location" not in response.headers
+        assert await response.get_json() == await plain.get_json()
+    listed = await client.get(f"/countries//{country_id}//records")
+    assert listed.status_code == 200 and "Location" not in listed.headers
+
+
 async def test_trailing_slash_is_the_same_resource(client: Client) -> None:
     await client.post("/countries/", json={"name": "Slashed"}, headers=AUTH)
     plain = await client.get("/countries")

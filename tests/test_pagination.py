@@ -142,3 +142,17 @@ async def test_a_signed_cursor_of_the_right_types_is_a_page(app: Quart, client: 
         assert await _assert_page_or_422(client, "/records", order, cursor) == 200
     cursor = forge(_secret(app), orjson.dumps(["name", "Ünïcode ☃", 1]))
     assert await _assert_page_or_422(client, "/countries", "name", cursor) == 200
+
+
+async def test_the_next_link_is_relative_whatever_the_host(client: Client) -> None:
+    await _seed(client)
+    response = await client.get(
+        "/records?order=date&limit=1&tag=a%20b&tag=c",
+        headers={"Host": "attacker.example:4444", "X-Forwarded-Host": "attacker.example"},
+    )
+    link = response.headers["Link"]
+    assert link.startswith("</records?") and link.endswith('>; rel="next"'), link
+    assert "attacker" not in link and "://" not in link
+    assert "tag=a+b&tag=c" in link and "order=date" in link
+    cursor = (await response.get_json())["next_cursor"]
+    assert f"cursor={urllib.parse.quote(cursor, safe='')}" in link or f"cursor={cursor}" in link

@@ -107,6 +107,7 @@ def test_stack_serves_through_nginx_and_pgbouncer_and_down_leaves_nothing(
         assert all("running" in line and pgbouncer in line for line in api_lines), status.stdout
 
         _use_the_api(f"http://127.0.0.1:{ports['STACK_LB_PORT']}")
+        _follow_links_and_slashes(f"http://127.0.0.1:{ports['STACK_LB_PORT']}")
         for api in ("api-1", "api-2"):  # nginx spread the requests over both processes
             log = (state_dir / "api" / f"{api}.log").read_text()
             assert '"POST /countries' in log, f"{api} served no write"
@@ -138,6 +139,40 @@ def _use_the_api(url: str) -> None:
     with ThreadPoolExecutor(max_workers=16) as pool:
         outcomes = list(pool.map(_write_and_read, [url] * 96))
     assert outcomes == ["ok"] * 96, [outcome for outcome in outcomes if outcome != "ok"][:5]
+
+
+def _follow_links_and_slashes(url: str) -> None:
+    """Behind nginx (which passes Host without the port) a client walks a list by its Link
+    headers, and a doubled slash is served, not redirected to an address from Host."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        expected = [country["id"] for country in _walk_by_next_cursor(client)]
+        walked: list[int] = []
+        response = client.get("/countries", params={"limit": 7})
+        while True:
+            assert response.status_code == 200, response.text
+            walked += [country["id"] for country in response.json()["items"]]
+            if "next" not in response.links:
+                break
+            link = response.links["next"]["url"]
+            assert link.startswith("/countries?"), link
+            response = client.get(response.url.join(link))
+        assert walked == expected and len(walked) > 7
+
+        country_id = expected[0]
+        doubled = client.get(f"/countries//{country_id}", headers={"Host": "attacker.example"})
+        assert doubled.status_code == 200 and "location" not in doubled.headers
+        assert doubled.json()["id"] == country_id
+
+
+def _walk_by_next_cursor(client: httpx.Client) -> list[dict[str, object]]:
+    items: list[dict[str, object]] = []
+    params: dict[str, str | int] = {"limit": 500}
+    while True:
+        page = client.get("/countries", params=params).json()
+        items += page["items"]
+        if page["next_cursor"] is None:
+            return items
+        params["cursor"] = page["next_cursor"]
 
 
 def _write_and_read(url: str) -> str:
