@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,6 +48,38 @@ async def test_every_contract_route_is_documented(app: Quart) -> None:
     assert record["delete"]["security"] == [{"bearer": []}]
     assert "412" in record["patch"]["responses"]
     assert record["get"]["parameters"][0]["schema"]["type"] == "integer"
+
+
+# pydantic's names for constraints; JSON Schema (and so every validator) knows none of them.
+PYDANTIC_ONLY_KEYWORDS = frozenset(
+    {"ge", "le", "gt", "lt", "min_length", "max_length", "multiple_of", "max_digits", "strict"}
+)
+
+
+def _schema_keywords(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, keyword) for every key of every schema object in ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not path.endswith("/properties"):  # there, keys are field names
+                yield path, key
+            yield from _schema_keywords(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _schema_keywords(value, f"{path}[{index}]")
+
+
+async def test_bounds_are_standard_json_schema_keywords(app: Quart) -> None:
+    document = await (await app.test_client().get("/openapi.json")).get_json()
+    leaked = [(p, k) for p, k in _schema_keywords(document) if k in PYDANTIC_ONLY_KEYWORDS]
+    assert leaked == []
+    body = document["paths"]["/records"]["post"]["requestBody"]["content"]["application/json"]
+    schema = body["schema"]
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    cases = schema["properties"]["cases"]
+    assert (cases["minimum"], cases["maximum"]) == (0, 2_147_483_647)
+    source_id = schema["properties"]["source_ids"]["items"]
+    assert (source_id["minimum"], source_id["maximum"]) == (1, 2_147_483_647)
 
 
 @pytest.mark.e2e

@@ -37,9 +37,11 @@ def _whole_number(value: Any) -> Any:
 
 
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
-Id = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_ID)]
+# Bounds before the validator: pydantic then writes them as JSON Schema keywords (minimum,
+# maximum); after it, they leaked into the OpenAPI document as pydantic's own ge/le.
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_whole_number)]
 QueryId = Annotated[int, Field(ge=1, le=MAX_ID)]
-Count = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_COUNT)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT), BeforeValidator(_whole_number)]
 QueryCount = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 # Control characters (NUL above all, which PostgreSQL cannot store) are never valid text here.
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
