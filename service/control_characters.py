@@ -14,6 +14,9 @@ import re
 
 # C0 and C1 controls, DEL, and the characters Unicode treats as line or paragraph breaks.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+# What a JSON encoder may leave raw inside a string (JSON escapes only C0 controls) that
+# some readers still take for the end of a line: NEL (U+0085), U+2028, U+2029.
+_RAW_IN_JSON = re.compile(r"[\x7f-\x9f\u2028\u2029]")
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -27,6 +30,14 @@ def _escaped(match: re.Match[str]) -> str:
 def escape_control_characters(text: str) -> str:
     """``text`` on one line: control and line-break characters as ``\\xNN``/``\\uNNNN``."""
     return _UNSAFE.sub(_escaped, text)
+
+
+def escape_json_line_breaks(document: str) -> str:
+    """A JSON document with DEL, C1 controls and U+2028/U+2029 as ``\\uNNNN`` escapes.
+
+    They can only occur inside its strings, where the escape means the same character.
+    """
+    return _RAW_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", document)
 
 
 class EscapingFormatter(logging.Formatter):

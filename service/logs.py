@@ -18,7 +18,7 @@ from quart import Quart, Response, g, request
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.control_characters import escape_control_characters
+from service.control_characters import escape_control_characters, escape_json_line_breaks
 from service.settings import Settings
 
 request_logger = logging.getLogger("service.request")
@@ -46,7 +46,7 @@ class JSONFormatter(logging.Formatter):
         )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return escape_json_line_breaks(orjson.dumps(entry, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):

@@ -3,6 +3,7 @@ characters (JSON lines are escaped by the encoder)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import tomllib
@@ -10,7 +11,7 @@ import tomllib
 import pytest
 
 from service.control_characters import EscapingFormatter, escape_control_characters
-from service.logs import TextFormatter
+from service.logs import JSONFormatter, TextFormatter
 from tests.live import REPO_ROOT
 
 # Every character that ends or rewrites a line in some terminal, log shipper or viewer.
@@ -37,12 +38,18 @@ def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:
     return record
 
 
-@pytest.mark.parametrize("formatter", [TextFormatter(), EscapingFormatter()])
-def test_formatters_write_one_line_per_record(formatter: logging.Formatter) -> None:
-    record = _record("%s %s", "GET", "/records\nERROR forged\r\u2028", route="/x\ny")
+@pytest.mark.parametrize("formatter", [TextFormatter(), EscapingFormatter(), JSONFormatter()])
+@pytest.mark.parametrize("character", BREAKERS)
+def test_formatters_write_one_line_per_record(
+    formatter: logging.Formatter, character: str
+) -> None:
+    path = f"/records{character}ERROR forged"
+    record = _record("%s %s", "GET", path, route=f"/x{character}y")
     line = formatter.format(record)
-    assert "\n" not in line and "\r" not in line and "\u2028" not in line
-    assert "ERROR forged" in line
+    # str.splitlines breaks at every character some reader takes for a line end.
+    assert line.splitlines() == [line] and line.isprintable(), repr(line)
+    if isinstance(formatter, JSONFormatter):
+        assert json.loads(line)["message"] == f"GET {path}"
 
 
 def test_a_traceback_keeps_its_lines() -> None:
