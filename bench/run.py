@@ -250,10 +250,12 @@ SERVERS = {
 
 def hypercorn_config(directory: Path, tree: Path = REPO) -> Path:
     """The service's hypercorn.toml (``tree``'s, by default this checkout's) without its
-    access log (no server here logs requests), written into ``directory``."""
+    access log (no server here logs requests) and its logging configuration (a table, which
+    the flat file written here cannot hold), written into ``directory``."""
     config = tomllib.loads((tree / "hypercorn.toml").read_text())
     config.pop("accesslog", None)
     config.pop("access_log_format", None)
+    config.pop("logconfig_dict", None)
     config["loglevel"] = "WARNING"
     lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
     path = directory / "hypercorn.toml"
