@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from tests.live import REPO_ROOT, needs_commands
 
 
@@ -20,6 +22,7 @@ def _compose_config(**environment: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
 @needs_commands("docker-compose")
 def test_the_stack_refuses_to_start_without_a_cursor_secret() -> None:
     for missing in ({}, {"CURSOR_SECRET": ""}):
@@ -29,6 +32,7 @@ def test_the_stack_refuses_to_start_without_a_cursor_secret() -> None:
     assert _compose_config(CURSOR_SECRET="a-secret-of-our-own").returncode == 0
 
 
+@pytest.mark.e2e
 @needs_commands("docker-compose")
 def test_the_example_env_file_must_be_completed() -> None:
     example = str(REPO_ROOT / "deploy" / "compose.env.example")

@@ -60,6 +60,7 @@ def _run(command: list[str], **environment: str) -> tuple[int, list[str]]:
     return done.returncode, ours
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("entry_point", ["server", "cli", "migrations", "loader"])
 @pytest.mark.parametrize(
     "setting",
