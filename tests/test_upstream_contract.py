@@ -14,6 +14,9 @@ from importlib.metadata import version
 from types import ModuleType
 from typing import Any
 
+import hypercorn.asyncio.run
+import hypercorn.trio.run
+import hypercorn.utils
 import pytest
 import quart.asgi
 import quart_schema.conversion
@@ -27,6 +30,7 @@ from sqlalchemy.util import queue as sqla_queue
 
 from service.app import create_app
 from service.compat import aiosqlite as compat_aiosqlite
+from service.compat import hypercorn as compat_hypercorn
 from service.compat import quart as compat_quart
 from service.compat import quart_schema as compat_quart_schema
 from service.compat import sqlalchemy as compat_sqlalchemy
@@ -34,7 +38,13 @@ from service.db import Database
 from service.settings import load_settings
 from tests.conftest import settings_for
 
-COMPAT_MODULES = (compat_aiosqlite, compat_quart, compat_quart_schema, compat_sqlalchemy)
+COMPAT_MODULES = (
+    compat_aiosqlite,
+    compat_hypercorn,
+    compat_quart,
+    compat_quart_schema,
+    compat_sqlalchemy,
+)
 
 
 def _where(module: ModuleType) -> str:
@@ -258,6 +268,24 @@ async def test_quart_schema_conversion_is_bypassed_for_models_and_dicts(
 def test_the_fast_path_refuses_to_go_under_quart_schema() -> None:
     with pytest.raises(RuntimeError, match="after QuartSchema"):
         compat_quart_schema.serialize_models_directly(Quart(__name__), lambda value: b"")
+
+
+# -- Hypercorn -------------------------------------------------------------------------------
+
+
+def test_hypercorn_workers_load_the_app_through_load_application() -> None:
+    _check(
+        compat_hypercorn,
+        _parameters(hypercorn.utils.load_application)[:2] == ["path", "wsgi_max_body_size"],
+        "hypercorn.utils.load_application(path, wsgi_max_body_size) is gone or changed",
+    )
+    for worker_module in (hypercorn.asyncio.run, hypercorn.trio.run):
+        _check(
+            compat_hypercorn,
+            "load_application(" in inspect.getsource(worker_module),
+            f"{worker_module.__name__} no longer loads the app with load_application",
+        )
+    _check(compat_hypercorn, not compat_hypercorn.in_hypercorn_worker(), "a test is a worker")
 
 
 def test_every_compat_module_documents_its_contract() -> None:

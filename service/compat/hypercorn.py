@@ -1,6 +1,6 @@
 """Hypercorn workaround: a worker that cannot start makes the whole server exit non-zero.
 
-Written against Hypercorn 0.18.0.
+Written against Hypercorn 0.18.0 (``SUPPORTED``: ``>=0.18,<0.19``).
 
 Names relied on: ``hypercorn.utils.load_application`` (public, but not documented) and how
 Hypercorn runs workers (``hypercorn/run.py``, ``hypercorn/asyncio/run.py``): each worker is a
@@ -31,6 +31,9 @@ import sys
 from typing import NoReturn
 
 from hypercorn.utils import load_application
+
+DISTRIBUTION = "Hypercorn"
+SUPPORTED = ">=0.18,<0.19"
 
 
 def in_hypercorn_worker() -> bool:
