@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     DB_ECHO: bool = False
     DB_STATEMENT_CACHE_SIZE: int = Field(default=100, ge=0)
     DB_TRANSACTION_POOLER: bool = False
+    DB_STATEMENT_TIMEOUT: float = Field(default=10.0, ge=0, le=86_400)
+    DB_LOCK_TIMEOUT: float = Field(default=5.0, ge=0, le=86_400)
+    DB_COMMAND_TIMEOUT: float = Field(default=15.0, ge=0, le=86_400)
     CORS_ORIGINS: Annotated[tuple[str, ...], NoDecode] = ()
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
