@@ -14,6 +14,7 @@ from quart import Quart
 from sqlalchemy import insert, text
 
 from service.app import create_app
+from service.compat import asyncpg as compat_asyncpg
 from service.compat.asyncpg import CancellableConnection
 from service.db import Database, current_session, get_database
 from service.models import utc_now
@@ -66,13 +67,14 @@ async def blocker(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def test_a_statement_cancelled_inside_executemany_frees_its_connection(
-    database_url: str, blocker: asyncpg.Connection
+    database_url: str, blocker: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The test's transaction inserts the first name without committing: the service's
     # INSERT of that name waits for it on the server, which then stops reading the rest of
     # the pipeline, and the driver waits for the socket to drain. A cancel that lands there
     # used to be swallowed by asyncpg: the task waited forever for a reply, holding its
     # connection (and its backend idle in transaction).
+    monkeypatch.setattr(compat_asyncpg, "EXECUTEMANY_CHUNK_ROWS", PIPELINE_ROWS)  # one call
     now = utc_now()
     await blocker.execute(
         "INSERT INTO countries (name, created_at, updated_at) VALUES ('Blocked 0', $1, $1)", now
@@ -119,6 +121,41 @@ async def test_a_statement_cancelled_inside_executemany_frees_its_connection(
             if not writing.done():  # a failure must not leave the task behind
                 raw.terminate()
                 await asyncio.wait([writing], timeout=BOUND)
+
+
+async def test_large_multi_row_statements_go_in_chunks_whole(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each call is bounded by the command timeout as a whole: inside a transaction, rows go
+    # in chunks, and the result is the same as one call's.
+    monkeypatch.setattr(compat_asyncpg, "EXECUTEMANY_CHUNK_ROWS", 1_000)
+    calls: list[int] = []
+    original = CancellableConnection._executemany_cancellable
+
+    async def counted(self: CancellableConnection, *args: Any) -> Any:
+        calls.append(len(args[1]))
+        return await original(self, *args)
+
+    monkeypatch.setattr(CancellableConnection, "_executemany_cancellable", counted)
+    connection = await asyncpg.connect(dsn(database_url), connection_class=CancellableConnection)
+    try:
+        names = [(f"Chunked {i}",) for i in range(2_500)]
+        async with connection.transaction():
+            await connection.executemany(
+                "INSERT INTO countries (name, created_at, updated_at) VALUES ($1, now(), now())",
+                names,
+            )
+            returned = await connection.fetchmany(
+                "UPDATE countries SET updated_at = now() WHERE name = $1 RETURNING name", names
+            )
+        assert calls == [1_000, 1_000, 500] * 2
+        assert [row["name"] for row in returned] == [name for (name,) in names]
+        assert await connection.fetchval("SELECT count(*) FROM countries") == 2_500
+        calls.clear()
+        await connection.executemany("DELETE FROM countries WHERE name = $1", names)
+        assert calls == [2_500]  # outside a transaction: one atomic call, as asyncpg makes it
+    finally:
+        await connection.close()
 
 
 @pytest.fixture
