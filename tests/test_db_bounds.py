@@ -4,15 +4,18 @@ lock and command timeouts answer 503 with Retry-After and leave a usable pool be
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from quart import Quart
 from sqlalchemy import insert, text
 
+import service.asgi
 from service.app import create_app
 from service.compat import asyncpg as compat_asyncpg
 from service.compat.asyncpg import CancellableConnection
@@ -20,6 +23,7 @@ from service.db import Database, current_session, get_database
 from service.models import utc_now
 from service.queries.bulk import COUNTRIES
 from service.settings import ConfigError, load_settings
+from tests import asgi
 from tests.conftest import AUTH, settings_for
 from tests.reliability.database import dsn
 
@@ -39,6 +43,19 @@ async def _backend_alive(database_url: str, pid: int) -> bool:
         return bool(
             await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
         )
+    finally:
+        await connection.close()
+
+
+async def _backends(database_url: str, where: str) -> int:
+    """Other backends of the test's database that match ``where`` (a fresh snapshot)."""
+    connection = await asyncpg.connect(dsn(database_url))
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            f" AND pid <> pg_backend_pid() AND ({where})"
+        )
+        return count
     finally:
         await connection.close()
 
@@ -121,6 +138,71 @@ async def test_a_statement_cancelled_inside_executemany_frees_its_connection(
             if not writing.done():  # a failure must not leave the task behind
                 raw.terminate()
                 await asyncio.wait([writing], timeout=BOUND)
+
+
+async def test_a_client_that_leaves_a_bulk_write_blocked_mid_pipeline_costs_nothing_lasting(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through the request path: a bulk write whose 200,000 links wait behind a source row the
+    # test has locked; its client leaves, the disconnect grace ends, and the request must end
+    # with its connection closed and its backend gone, not hang in the driver.
+    monkeypatch.setattr(service.asgi, "DISCONNECT_GRACE_SECONDS", 0.1)
+    monkeypatch.setattr(compat_asyncpg, "EXECUTEMANY_CHUNK_ROWS", 1_000_000)  # one call
+    settings = settings_for(
+        database_url, DB_STATEMENT_TIMEOUT="0", DB_LOCK_TIMEOUT="0", DB_COMMAND_TIMEOUT="0"
+    )
+    app = create_app(settings)
+    holder = await asyncpg.connect(dsn(database_url))
+    async with app.test_app():
+        source_ids = [
+            row["id"]
+            for row in await holder.fetch(
+                "INSERT INTO sources (title, created_at, updated_at)"
+                " SELECT 's' || n, now(), now() FROM generate_series(1, 100) AS n RETURNING id"
+            )
+        ]
+        start = dt.date(2004, 1, 1)
+        items = [
+            {
+                "country": "Left",
+                "date": str(start + dt.timedelta(days=d)),
+                "cases": d,
+                "source_ids": source_ids,
+            }
+            for d in range(2_000)
+        ]
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT 1 FROM sources WHERE id = $1 FOR UPDATE", source_ids[0])
+        gone = asyncio.Event()
+        body = orjson.dumps({"records": items})
+        call = asyncio.create_task(asgi.call(app, "POST", "/records/bulk", body, disconnect=gone))
+        try:
+
+            async def waits_for_the_lock() -> bool:
+                return await _backends(database_url, "wait_event_type = 'Lock'") == 1
+
+            assert await _until(waits_for_the_lock, 60)
+            gone.set()
+            done, _ = await asyncio.wait([call], timeout=BOUND)
+            assert call in done, "the request never ended"
+            assert call.result().status is None
+            await _settled(app)
+
+            async def only_the_holder() -> bool:
+                # The holder idles in its transaction; the request's backend must be gone.
+                return await _backends(database_url, "state NOT LIKE 'idle%'") == 0
+
+            assert await _until(only_the_holder), "the request's backend outlived it"
+        finally:
+            if not call.done():  # a failure must not leave the request behind
+                await holder.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                await asyncio.wait([call], timeout=BOUND)
+            await transaction.rollback()
+            await holder.close()
 
 
 async def test_large_multi_row_statements_go_in_chunks_whole(
