@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -359,18 +358,6 @@ async def test_a_server_that_does_not_answer_in_time_is_503_and_the_pool_recover
             return active == 0
 
         assert await _until(nothing_active)
-
-
-async def test_the_asyncpg_names_the_workaround_relies_on_still_exist(database_url: str) -> None:
-    where = "service/compat/asyncpg.py relies on it; see its docstring"
-    parameters = list(inspect.signature(asyncpg.Connection._executemany).parameters)
-    expected = ["self", "query", "args", "timeout", "return_rows", "record_class"]
-    assert parameters == expected, where
-    connection = await asyncpg.connect(dsn(database_url), connection_class=CancellableConnection)
-    try:
-        assert connection._transport.get_extra_info("socket") is not None, where
-    finally:
-        await connection.close()
 
 
 @pytest.mark.parametrize("name", ["DB_STATEMENT_TIMEOUT", "DB_LOCK_TIMEOUT", "DB_COMMAND_TIMEOUT"])

@@ -1,9 +1,10 @@
 """asyncpg: multi-row statements that a cancelled caller cannot strand, and whose round trips
 each stay within the command timeout.
 
-Written against asyncpg 0.32.0 (the same code paths exist in 0.30 and 0.31).
+Written against asyncpg 0.32.0 (checked for ``SUPPORTED``: ``>=0.30,<0.33``; the
+``_executemany`` and ``bind_execute_many`` of 0.30 and 0.31 read the same).
 
-Private names used: ``asyncpg.Connection._executemany(query, args, timeout, return_rows,
+Private names relied on: ``asyncpg.Connection._executemany(query, args, timeout, return_rows,
 record_class)``, the one path under ``executemany()`` and ``fetchmany()`` (SQLAlchemy's
 ``cursor.executemany``, for an INSERT of many rows without RETURNING: the links of a bulk
 write or a PUT, a bulk write's new countries); ``asyncpg.Connection._transport``, the
@@ -50,6 +51,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+
+DISTRIBUTION = "asyncpg"
+SUPPORTED = ">=0.30,<0.33"
 
 # Rows per call of a multi-row statement inside a transaction (about 1 MB of messages).
 EXECUTEMANY_CHUNK_ROWS = 20_000
