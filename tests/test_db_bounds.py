@@ -14,17 +14,20 @@ import orjson
 import pytest
 from quart import Quart
 from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import service.asgi
+import service.db
 from service.app import create_app
 from service.compat import asyncpg as compat_asyncpg
 from service.compat.asyncpg import CancellableConnection
 from service.db import Database, current_session, get_database
 from service.models import utc_now
 from service.queries.bulk import COUNTRIES
-from service.settings import ConfigError, load_settings
+from service.settings import ConfigError, Settings, load_settings
 from tests import asgi
 from tests.conftest import AUTH, settings_for
+from tests.databases import Databases, migrate
 from tests.reliability.database import dsn
 
 pytestmark = pytest.mark.postgresql_only
@@ -358,6 +361,29 @@ async def test_a_server_that_does_not_answer_in_time_is_503_and_the_pool_recover
             return active == 0
 
         assert await _until(nothing_active)
+
+
+async def test_migrations_run_without_the_request_timeouts(
+    databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A migration may build an index for minutes or wait for traffic to release a lock.
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT", "0.001")
+    seen: list[Settings] = []
+    original = service.db.create_engine
+
+    def recording(settings: Settings) -> AsyncEngine:
+        seen.append(settings)
+        return original(settings)
+
+    monkeypatch.setattr(service.db, "create_engine", recording)
+    url = await databases.create(migrated=False)
+    try:
+        await asyncio.to_thread(migrate, url)
+    finally:
+        await databases.drop(url)
+    assert [(s.DB_STATEMENT_TIMEOUT, s.DB_LOCK_TIMEOUT, s.DB_COMMAND_TIMEOUT) for s in seen] == [
+        (0, 0, 0)
+    ]
 
 
 @pytest.mark.parametrize("name", ["DB_STATEMENT_TIMEOUT", "DB_LOCK_TIMEOUT", "DB_COMMAND_TIMEOUT"])
