@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_format(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("DB_COMMAND_TIMEOUT")
+    @classmethod
+    def _above_the_statement_timeout(cls, value: float, info: ValidationInfo) -> float:
+        # The server's own timeout should end a slow statement first: the connection then
+        # serves on, where the driver's deadline costs a cancel request or the connection.
+        statement = info.data.get("DB_STATEMENT_TIMEOUT") or 0
+        if value and statement and value <= statement:
+            raise ValueError(f"must be above DB_STATEMENT_TIMEOUT ({statement:g}), or 0")
+        return value
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -390,3 +390,10 @@ async def test_migrations_run_without_the_request_timeouts(
 def test_a_bad_timeout_names_its_variable(name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({name: "-1"})
+
+
+def test_the_command_timeout_must_be_above_the_statement_timeout() -> None:
+    with pytest.raises(ConfigError, match=r"DB_COMMAND_TIMEOUT: .*above DB_STATEMENT_TIMEOUT"):
+        load_settings({"DB_STATEMENT_TIMEOUT": "10", "DB_COMMAND_TIMEOUT": "5"})
+    assert load_settings({"DB_STATEMENT_TIMEOUT": "0", "DB_COMMAND_TIMEOUT": "5"})
+    assert load_settings({"DB_STATEMENT_TIMEOUT": "10", "DB_COMMAND_TIMEOUT": "0"})
