@@ -39,13 +39,25 @@ def _run_sync(connection: Connection) -> None:
         context.run_migrations()
 
 
+# One connection, and none of the request timeouts: building an index or rewriting a table
+# may take minutes, and a migration that waits for a lock waits for the traffic to drain.
+_MIGRATION_SETTINGS = {
+    "DB_POOL_SIZE": 1,
+    "DB_STATEMENT_TIMEOUT": 0,
+    "DB_LOCK_TIMEOUT": 0,
+    "DB_COMMAND_TIMEOUT": 0,
+}
+
+
 def _database_url() -> str:
     """The URL given to this Alembic run (tests, the CLI), else the service's DATABASE_URL."""
     return config.get_main_option("sqlalchemy.url") or settings_or_exit().DATABASE_URL
 
 
 async def _run_online() -> None:
-    engine = create_engine(settings_or_exit({"DATABASE_URL": _database_url(), "DB_POOL_SIZE": 1}))
+    engine = create_engine(
+        settings_or_exit({"DATABASE_URL": _database_url(), **_MIGRATION_SETTINGS})
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from service.compat import aiosqlite as compat_aiosqlite
+from service.compat.asyncpg import CancellableConnection
 from service.compat.sqlalchemy import FairQueuePool, scoped_sessions, transaction_has_connection
 from service.logs import StatementWatch
 from service.settings import Settings
@@ -48,6 +49,8 @@ _READ_OPTIONS = {SQLITE_BEGIN: "DEFERRED"}
 # write that committed between them (READ COMMITTED allows that inside a transaction too).
 _POSTGRES_READ_OPTIONS = {"isolation_level": "AUTOCOMMIT"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How often a PostgreSQL backend checks, while it works, that the service is still connected.
+CLIENT_CHECK_SECONDS = 1.0
 # How long dispose() waits for the threads of stopped SQLite connections to finish their work.
 SQLITE_THREAD_GRACE_SECONDS = 10.0
 
@@ -61,30 +64,71 @@ class SessionInUseError(RuntimeError):
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """Create the engine with the options each backend needs."""
-    return _create_sqlite_engine(settings) if settings.is_sqlite else _create_pg_engine(settings)
-
-
-def _create_pg_engine(settings: Settings) -> AsyncEngine:
-    engine = create_async_engine(
-        settings.database_url,
-        echo=settings.DB_ECHO,
-        hide_parameters=True,
-        json_deserializer=orjson.loads,
-        poolclass=FairQueuePool,
-        pool_size=settings.DB_POOL_SIZE,
-        max_overflow=settings.DB_MAX_OVERFLOW,
-        pool_timeout=settings.DB_POOL_TIMEOUT,
-        pool_pre_ping=settings.DB_POOL_PRE_PING,
-        connect_args={
-            # A dead server must fail the request within the pool timeout, not hang it.
-            "timeout": settings.DB_POOL_TIMEOUT,
-            **_statement_options(settings),
-        },
-    )
-    event.listen(engine.sync_engine, "do_connect", _use_shielded_connect)
-    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    """Create the engine: the options both backends share, then each backend's own."""
+    shared: dict[str, Any] = {
+        "echo": settings.DB_ECHO,
+        "hide_parameters": True,
+        "json_deserializer": orjson.loads,
+        "poolclass": FairQueuePool,
+        "pool_size": settings.DB_POOL_SIZE,
+        "max_overflow": settings.DB_MAX_OVERFLOW,
+        "pool_timeout": settings.DB_POOL_TIMEOUT,
+        "pool_pre_ping": settings.DB_POOL_PRE_PING,
+    }
+    if settings.is_sqlite:
+        engine = create_async_engine(
+            settings.database_url,
+            **shared,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine.sync_engine, "do_connect", _use_stop_once_connection)
+        event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    else:
+        engine = create_async_engine(
+            settings.database_url, **shared, connect_args=_pg_connect_args(settings)
+        )
+        event.listen(engine.sync_engine, "do_connect", _use_shielded_connect)
+        event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine
+
+
+def _pg_connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments: every wait on the server is bounded."""
+    return {
+        # A dead server must fail the request within the pool timeout, not hang it.
+        "timeout": settings.DB_POOL_TIMEOUT,
+        # A server that stops answering (frozen, unreachable) fails the statement, the
+        # rollback and the close after this long (0: never).
+        "command_timeout": settings.DB_COMMAND_TIMEOUT or None,
+        "connection_class": CancellableConnection,
+        **_server_timeouts(settings),
+        **_statement_options(settings),
+    }
+
+
+def _server_timeouts(settings: Settings) -> dict[str, Any]:
+    """statement_timeout and lock_timeout for the service's sessions (0: none).
+
+    A transaction pooler (PgBouncer) refuses startup parameters it does not know, so behind
+    one they are set on the role instead (README, "PgBouncer").
+    """
+    if settings.DB_TRANSACTION_POOLER:
+        return {}
+    return {
+        "server_settings": {
+            "statement_timeout": _milliseconds(settings.DB_STATEMENT_TIMEOUT),
+            "lock_timeout": _milliseconds(settings.DB_LOCK_TIMEOUT),
+            # A backend whose connection the service closed (a cancelled statement) notices
+            # it while it still runs or waits for a lock, and ends, instead of finishing
+            # work nobody will read.
+            "client_connection_check_interval": _milliseconds(CLIENT_CHECK_SECONDS),
+        }
+    }
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(round(seconds * 1000))
 
 
 def _refuse_closed_connection(
@@ -138,24 +182,6 @@ def _discard_orphaned_connection(connecting: asyncio.Future[Any]) -> None:
     if connecting.cancelled() or connecting.exception() is not None:
         return
     connecting.result().terminate()
-
-
-def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
-    engine = create_async_engine(
-        settings.database_url,
-        echo=settings.DB_ECHO,
-        hide_parameters=True,
-        json_deserializer=orjson.loads,
-        poolclass=FairQueuePool,
-        pool_size=settings.DB_POOL_SIZE,
-        max_overflow=settings.DB_MAX_OVERFLOW,
-        pool_timeout=settings.DB_POOL_TIMEOUT,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-    )
-    event.listen(engine.sync_engine, "do_connect", _use_stop_once_connection)
-    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
-    event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
-    return engine
 
 
 def _use_stop_once_connection(

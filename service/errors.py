@@ -105,6 +105,9 @@ def translate_database_error(error: Exception) -> APIError | None:
         )
     if isinstance(error, sa_exc.TimeoutError):
         return unavailable("the database connection pool is exhausted; retry shortly")
+    timed_out = _timed_out(error)
+    if timed_out is not None:
+        return unavailable(timed_out)
     disconnected = isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
     disconnected = disconnected or _refused_by_server(error)
     if isinstance(error, sa_exc.DBAPIError) and (error.connection_invalidated or disconnected):
@@ -112,6 +115,22 @@ def translate_database_error(error: Exception) -> APIError | None:
     if isinstance(error, OSError | ConnectionError):
         return unavailable("the database is unavailable; retry shortly")
     return None
+
+
+# The server ended the statement: statement_timeout (or a cancel request) and lock_timeout.
+_TIMED_OUT_STATES = {
+    "57014": "the database statement took too long and was cancelled; retry shortly",
+    "55P03": "the data this request needs is locked by another transaction; retry shortly",
+}
+
+
+def _timed_out(error: Exception) -> str | None:
+    """Why a statement timed out (server or client side), or None when it did not."""
+    if isinstance(error, TimeoutError):
+        # The driver's own deadline (DB_COMMAND_TIMEOUT): the server did not answer.
+        return "the database did not answer in time; retry shortly"
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    return _TIMED_OUT_STATES.get(sqlstate)
 
 
 # Connection exceptions (08...), the server shutting down or starting up (57P01-57P03), and

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     DB_ECHO: bool = False
     DB_STATEMENT_CACHE_SIZE: int = Field(default=100, ge=0)
     DB_TRANSACTION_POOLER: bool = False
+    DB_STATEMENT_TIMEOUT: float = Field(default=10.0, ge=0, le=86_400)
+    DB_LOCK_TIMEOUT: float = Field(default=5.0, ge=0, le=86_400)
+    DB_COMMAND_TIMEOUT: float = Field(default=15.0, ge=0, le=86_400)
     CORS_ORIGINS: Annotated[tuple[str, ...], NoDecode] = ()
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
@@ -75,6 +78,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_format(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("DB_COMMAND_TIMEOUT")
+    @classmethod
+    def _above_the_statement_timeout(cls, value: float, info: ValidationInfo) -> float:
+        # The server's own timeout should end a slow statement first: the connection then
+        # serves on, where the driver's deadline costs a cancel request or the connection.
+        statement = info.data.get("DB_STATEMENT_TIMEOUT") or 0
+        if value and statement and value <= statement:
+            raise ValueError(f"must be above DB_STATEMENT_TIMEOUT ({statement:g}), or 0")
+        return value
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -14,6 +14,7 @@ from importlib.metadata import version
 from types import ModuleType
 from typing import Any
 
+import asyncpg
 import hypercorn.asyncio.run
 import hypercorn.trio.run
 import hypercorn.utils
@@ -25,11 +26,13 @@ from packaging.specifiers import SpecifierSet
 from pydantic import BaseModel
 from quart import Quart
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import queue as sqla_queue
 
 from service.app import create_app
 from service.compat import aiosqlite as compat_aiosqlite
+from service.compat import asyncpg as compat_asyncpg
 from service.compat import hypercorn as compat_hypercorn
 from service.compat import quart as compat_quart
 from service.compat import quart_schema as compat_quart_schema
@@ -37,10 +40,12 @@ from service.compat import sqlalchemy as compat_sqlalchemy
 from service.db import Database
 from service.settings import load_settings
 from tests.conftest import settings_for
+from tests.databases import Databases, fresh_database
 
 COMPAT_MODULES = (
     compat_aiosqlite,
     compat_hypercorn,
+    compat_asyncpg,
     compat_quart,
     compat_quart_schema,
     compat_sqlalchemy,
@@ -187,6 +192,29 @@ async def test_aiosqlite_connection_has_its_running_flag_and_thread(tmp_path: An
 
 
 # -- Quart -----------------------------------------------------------------------------------
+
+
+def test_asyncpg_executemany_is_unchanged() -> None:
+    _check(
+        compat_asyncpg,
+        _parameters(asyncpg.Connection._executemany)
+        == ["self", "query", "args", "timeout", "return_rows", "record_class"],
+        "asyncpg.Connection._executemany's parameters changed",
+    )
+
+
+@pytest.mark.postgresql_only
+async def test_asyncpg_connection_has_its_transport(databases: Databases) -> None:
+    async with fresh_database(databases) as url:
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        connection = await asyncpg.connect(
+            dsn, connection_class=compat_asyncpg.CancellableConnection
+        )
+        try:
+            socket = connection._transport.get_extra_info("socket")
+            _check(compat_asyncpg, socket is not None, "asyncpg.Connection._transport is gone")
+        finally:
+            await connection.close()
 
 
 def test_quart_asgi_private_names_are_unchanged() -> None:
