@@ -5,9 +5,10 @@
 - updates with ``If-Match`` and, on 412, re-reads and retries (no update is ever lost);
 - honours ``Retry-After`` on 503 (database unavailable or pool exhausted).
 
-Run it against a running service:
+Run it against a running service (its one dependency, httpx, is the ``examples`` extra, which
+scripts/serve.sh installs into .venv):
 
-    python examples/client.py --url http://127.0.0.1:8000 --token "$TOKEN"
+    .venv/bin/python examples/client.py --url http://127.0.0.1:8000 --token "$TOKEN"
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # Install what the tests need, then run them on SQLite and PostgreSQL.
 #
 #   scripts/test.sh            every tier in turn, each headed by what it runs and how long it
-#                              takes (the times are those of a 2-core machine doing only this)
+#                              took on a 2-core machine shared with other work
 #   scripts/test.sh --fast     the unit and integration tiers alone
 #   scripts/test.sh ARGS...    pytest ARGS (files, -k, -m ...)
 #
@@ -34,10 +34,11 @@ fi
 scripts/system-packages.sh || echo "could not install system packages; their tests will skip" >&2
 [ $# -eq 0 ] || exec "${pytest[@]}" "$@"
 
+e2e="end-to-end tests: Hypercorn, the CLI, the scripts, a browser (about 11 minutes)"
+reliability="reliability suite: real Hypercorn under stress, a 100,000-request soak"
+reliability+=" (7 minutes on an idle machine, over 30 on a busy one)"
 failed=0
 tier "unit and integration tests (about 4 minutes)" "$fast" || failed=1
-tier "end-to-end tests: Hypercorn, the CLI, the scripts, a browser (about 5 minutes)" e2e -v \
-  || failed=1
-tier "reliability suite: real Hypercorn under stress, a 100,000-request soak (about 7 minutes)" \
-  reliability -v || failed=1
+tier "$e2e" e2e -v || failed=1
+tier "$reliability" reliability -v || failed=1
 exit "$failed"

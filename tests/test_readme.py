@@ -26,6 +26,12 @@ _TIMESTAMP = re.compile(r'"(created_at|updated_at)":"[^"]+"')
 RUN_ELSEWHERE = {
     "scripts/serve.sh": ("tests/test_first_hour.py", '"scripts/serve.sh"'),
     "scripts/test.sh": (".ci/run", "scripts/test.sh"),
+    "scripts/test.sh --fast": ("scripts/test-lowest.sh", "scripts/test.sh --fast"),
+    "scripts/test-lowest.sh": (".ci/run", "scripts/test-lowest.sh"),
+    # The suite takes minutes; the test checks the script asks for the tracked report.
+    "scripts/reliability-report.sh": ("tests/test_reliability_report.py", "reliability-report.sh"),
+    # It resolves from the package index; the test checks what it wrote agrees with the bounds.
+    "scripts/lock.sh": ("tests/test_scripts.py", "scripts/lock.sh"),
     "TEST_BACKENDS=sqlite scripts/test.sh": ("tests/conftest.py", "TEST_BACKENDS"),
     "scripts/lint.sh": (".ci/run", "scripts/lint.sh"),
     "scripts/stack.sh": ("tests/test_stack.py", "stack.sh"),
@@ -84,6 +90,7 @@ def _run(command: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.sqlite_only
 def test_loading_and_the_tour_print_what_the_readme_shows(tmp_path: Path, backend: str) -> None:
     if not SARS_CSV.exists():
