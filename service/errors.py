@@ -14,6 +14,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
+from service.constraints import CONFLICT_DETAILS, violated_constraint
+
 PROBLEM_JSON = "application/problem+json"
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,11 @@ def translate_database_error(error: Exception) -> APIError | None:
     if isinstance(error, StaleDataError):
         return APIError(412, "the resource was changed by another request; re-read it and retry")
     if isinstance(error, sa_exc.IntegrityError):
-        return conflict("the change conflicts with stored data (a uniqueness rule)")
+        return _integrity_conflict(error)
+    if lost_a_race(error):
+        return unavailable(
+            "the write kept colliding with concurrent writes and was given up; retry shortly"
+        )
     if _is_missing_table(error):
         return unavailable(
             "the database has no schema yet: run `alembic upgrade head` "
@@ -131,6 +137,24 @@ def _timed_out(error: Exception) -> str | None:
         return "the database did not answer in time; retry shortly"
     sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
     return _TIMED_OUT_STATES.get(sqlstate)
+
+
+# Transactions that lost a race with another one, and may succeed when run again: a
+# serialization failure (40001), a deadlock (40P01), and a row this one refers to, checked
+# earlier in the transaction, deleted by a concurrent one since (23503; checked again, the
+# deletion is seen and answered as such).
+RETRYABLE_STATES = frozenset({"40001", "40P01", "23503"})
+
+
+def lost_a_race(error: BaseException) -> bool:
+    """Whether ``error`` ended a transaction that may succeed when run again."""
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return isinstance(error, sa_exc.DBAPIError) and sqlstate in RETRYABLE_STATES
+
+
+def _integrity_conflict(error: sa_exc.IntegrityError) -> APIError:
+    detail = CONFLICT_DETAILS.get(violated_constraint(error) or "")
+    return conflict(detail or "the change conflicts with stored data")
 
 
 # Connection exceptions (08...), the server shutting down or starting up (57P01-57P03), and

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     DB_STATEMENT_TIMEOUT: float = Field(default=10.0, ge=0, le=86_400)
     DB_LOCK_TIMEOUT: float = Field(default=5.0, ge=0, le=86_400)
     DB_COMMAND_TIMEOUT: float = Field(default=15.0, ge=0, le=86_400)
+    DB_WRITE_ATTEMPTS: int = Field(default=3, ge=1, le=20)
     CORS_ORIGINS: Annotated[tuple[str, ...], NoDecode] = ()
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"

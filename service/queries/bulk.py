@@ -3,6 +3,13 @@
 Shared by ``POST /records/bulk`` and the CSV loader. A conflict is a (country, date) key that
 is stored already or repeated in the batch; ``error`` refuses the batch, ``skip`` keeps what
 is stored (and the first of repeats), ``update`` overwrites it (the last of repeats wins).
+
+Nothing is looked up before it is written: a key another transaction stores between a look and
+the write would slip through. ``error`` inserts, and the unique constraint refuses a key stored
+by anyone, committed before or during the insert; ``skip`` and ``update`` let ``ON CONFLICT``
+settle each key, and what the insert returns says which rows it created. Rows are written in
+one order, whatever the batch's (countries by name, records by key, links by record and
+source), so two batches that share keys queue on them instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Table, delete, func, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.constraints import COUNTRY_NAME, RECORD_KEY, unique_columns, violated_constraint
 from service.errors import APIError, FieldError, validation_error
 from service.models import Country, Record, Source, record_sources, utc_now
 from service.queries.records import existing_keys
@@ -68,7 +77,9 @@ async def country_ids_by_name(session: AsyncSession, names: Iterable[str]) -> di
     missing = sorted(wanted - ids.keys())
     if missing:
         now = utc_now()
-        statement = _insert(session, COUNTRIES).on_conflict_do_nothing(index_elements=["name"])
+        statement = _insert(session, COUNTRIES).on_conflict_do_nothing(
+            index_elements=unique_columns(COUNTRY_NAME)
+        )
         await session.execute(
             statement, [{"name": name, "created_at": now, "updated_at": now} for name in missing]
         )
@@ -123,14 +134,21 @@ def _conflicting_indexes(keys: Sequence[Key], stored: dict[Key, int]) -> list[in
     return [i for i, key in enumerate(keys) if key in stored or seen[key] > 1]
 
 
-def _chosen(keys: Sequence[Key], mode: ConflictMode, stored: dict[Key, int]) -> dict[Key, int]:
-    """Which item index is written for each key: first of repeats (skip), last (update)."""
+async def _named_conflicts(session: AsyncSession, keys: Sequence[Key]) -> list[int]:
+    """The indexes of the items of a refused batch whose key is stored or repeated: looked up
+    once the batch is refused, to name them, never to decide."""
+    return _conflicting_indexes(keys, await existing_keys(session, keys))
+
+
+def _chosen(keys: Sequence[Key], mode: ConflictMode) -> dict[Key, int]:
+    """Which item is written for each key, in key order: the first of repeats (skip), else the
+    last (update; error refuses repeats before it writes)."""
     chosen: dict[Key, int] = {}
     for index, key in enumerate(keys):
-        if mode == "skip" and (key in stored or key in chosen):
+        if mode == "skip" and key in chosen:
             continue
         chosen[key] = index
-    return chosen
+    return dict(sorted(chosen.items()))
 
 
 def _database_clock(session: AsyncSession) -> Any:
@@ -150,10 +168,18 @@ def _values(row: RecordRow, country_id: int) -> dict[str, Any]:
     }
 
 
-async def _upsert(
+class Written(NamedTuple):
+    """A record the batch wrote: its id, and whether it was created or overwritten."""
+
+    id: int
+    created: bool
+
+
+async def _write_records(
     session: AsyncSession, values: list[dict[str, Any]], mode: ConflictMode
-) -> dict[Key, int]:
-    """Insert (or with ``update`` overwrite) the rows; returns the ids of the rows written."""
+) -> dict[Key, Written]:
+    """Insert (``skip``: unless stored; ``update``: or overwrite) rows of distinct keys, in
+    the order given; returns what was written, by key. ``error`` raises IntegrityError."""
     if not values:
         return {}
     # What every row shares is SQL, not a parameter bound (and converted) once per row.
@@ -161,10 +187,11 @@ async def _upsert(
     statement = _insert(session, RECORDS).values(
         version=literal_column("1"), created_at=now, updated_at=now
     )
+    key_columns = unique_columns(RECORD_KEY)
     if mode == "update":
         excluded = statement.excluded
         statement = statement.on_conflict_do_update(
-            index_elements=["country_id", "date"],
+            index_elements=key_columns,
             set_={
                 "cases": excluded.cases,
                 "deaths": excluded.deaths,
@@ -173,32 +200,56 @@ async def _upsert(
                 "version": RECORDS.c.version + 1,
             },
         )
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=["country_id", "date"])
-    returning = statement.returning(RECORDS.c.id, RECORDS.c.country_id, RECORDS.c.date)
+    elif mode == "skip":
+        statement = statement.on_conflict_do_nothing(index_elements=key_columns)
+    # A created row has version 1, an overwritten one more: the statement itself says which,
+    # even when a concurrent transaction stored the key a moment before.
+    returning = statement.returning(
+        RECORDS.c.id, RECORDS.c.country_id, RECORDS.c.date, RECORDS.c.version
+    )
     written = await session.execute(returning, values)
-    return {(row.country_id, row.date): row.id for row in written}
+    return {(row.country_id, row.date): Written(row.id, row.version == 1) for row in written}
 
 
 async def _link_sources(
     session: AsyncSession,
     rows: Sequence[RecordRow],
     chosen: dict[Key, int],
-    ids: dict[Key, int],
-    stored: dict[Key, int],
+    written: dict[Key, Written],
 ) -> None:
     """Give each written record exactly the sources of its item (overwritten ones lose theirs)."""
-    overwritten = [record_id for key, record_id in ids.items() if key in stored]
+    overwritten = sorted(record.id for record in written.values() if not record.created)
     for chunk in _chunks(overwritten, 500):
         await session.execute(delete(record_sources).where(record_sources.c.record_id.in_(chunk)))
-    links = [
-        {"record_id": ids[key], "source_id": source_id}
+    links = sorted(
+        (written[key].id, source_id)
         for key, index in chosen.items()
-        if key in ids
-        for source_id in dict.fromkeys(rows[index].source_ids)
-    ]
+        if key in written
+        for source_id in set(rows[index].source_ids)
+    )
     if links:
-        await session.execute(insert(record_sources), links)
+        await session.execute(
+            insert(record_sources),
+            [{"record_id": record_id, "source_id": source_id} for record_id, source_id in links],
+        )
+
+
+async def _insert_all_or_name_conflicts(
+    session: AsyncSession, keys: Sequence[Key], values: list[dict[str, Any]]
+) -> dict[Key, Written] | list[int]:
+    """``error`` mode's insert, in a savepoint; on a key stored by anyone (the constraint
+    says so, possibly after waiting for a concurrent insert to commit), the indexes of the
+    items whose key is stored, and nothing written."""
+    try:
+        async with session.begin_nested():
+            return await _write_records(session, values, "error")
+    except IntegrityError as error:
+        if violated_constraint(error) != RECORD_KEY:
+            raise
+        conflicts = await _named_conflicts(session, keys)
+        if not conflicts:  # the stored key was deleted again since: nothing left to name
+            raise
+        return conflicts
 
 
 async def bulk_write(
@@ -211,19 +262,22 @@ async def bulk_write(
     country_ids = await _resolve_country_ids(session, rows)
     await _check_sources(session, rows)
     keys: list[Key] = [(cid, row.date) for cid, row in zip(country_ids, rows, strict=True)]
-    # skip needs no lookup: ON CONFLICT DO NOTHING keeps what is stored, and tells what it wrote.
-    stored = {} if mode == "skip" else await existing_keys(session, keys)
-    if mode == "error":
-        conflicts = _conflicting_indexes(keys, stored)
-        if conflicts:
-            return BulkOutcome(conflicts=conflicts)
-    chosen = _chosen(keys, mode, stored)
+    chosen = _chosen(keys, mode)
     values = [_values(rows[index], key[0]) for key, index in chosen.items()]
-    ids = await _upsert(session, values, mode)
-    await _link_sources(session, rows, chosen, ids, stored)
-    updated = sum(1 for key in ids if key in stored)
-    created = len(ids) - updated
-    return BulkOutcome(created=created, updated=updated, skipped=len(rows) - len(ids))
+    if mode != "error":
+        written = await _write_records(session, values, mode)
+    elif len(chosen) < len(keys):  # keys repeated in the batch: refused before any write
+        return BulkOutcome(conflicts=await _named_conflicts(session, keys))
+    else:
+        inserted = await _insert_all_or_name_conflicts(session, keys, values)
+        if isinstance(inserted, list):
+            return BulkOutcome(conflicts=inserted)
+        written = inserted
+    await _link_sources(session, rows, chosen, written)
+    created = sum(1 for record in written.values() if record.created)
+    return BulkOutcome(
+        created=created, updated=len(written) - created, skipped=len(rows) - len(written)
+    )
 
 
 def conflict_error(conflicts: Sequence[int]) -> APIError:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import Select, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.constraints import COUNTRY_NAME, refused_by, unique_columns
 from service.errors import conflict, not_found
 from service.models import Country, Record, utc_now
 from service.pagination import Listing, SortKey, sort_keys
@@ -43,28 +43,22 @@ async def read_country(session: AsyncSession, country_id: int) -> CountryPublic:
     return await read_one(session, _BY_ID, {"country_id": country_id}, CountryPublic, missing)
 
 
-async def get_country(session: AsyncSession, country_id: int) -> Country:
-    """One country as an ORM object, for writes."""
-    country = await session.get(Country, country_id)
+async def get_country(
+    session: AsyncSession, country_id: int, *, for_update: bool = False
+) -> Country:
+    """One country as an ORM object, for writes (its row locked with ``for_update``)."""
+    country = await session.get(Country, country_id, with_for_update=for_update)
     if country is None:
         raise not_found(f"country {country_id} does not exist")
     return country
 
 
 async def _flush_unique_name(session: AsyncSession, name: str) -> None:
-    try:
+    with refused_by(COUNTRY_NAME, lambda: conflict(f"a country named {name!r} already exists")):
         await session.flush()
-    except IntegrityError:
-        raise conflict(f"a country named {name!r} already exists") from None
-
-
-async def _refuse_taken_name(session: AsyncSession, name: str) -> None:
-    if await session.scalar(select(Country.id).where(Country.name == name)) is not None:
-        raise conflict(f"a country named {name!r} already exists")
 
 
 async def create_country(session: AsyncSession, name: str) -> Country:
-    await _refuse_taken_name(session, name)
     country = Country(name=name)
     session.add(country)
     await _flush_unique_name(session, name)
@@ -74,15 +68,19 @@ async def create_country(session: AsyncSession, name: str) -> Country:
 async def rename_country(session: AsyncSession, country_id: int, name: str) -> Country:
     country = await get_country(session, country_id)
     if country.name != name:
-        await _refuse_taken_name(session, name)
         country.name = name
         await _flush_unique_name(session, name)
     return country
 
 
 async def delete_country(session: AsyncSession, country_id: int, *, cascade: bool) -> None:
-    """Delete a country; its records go too only with ``cascade``, else 409 while it has any."""
-    country = await get_country(session, country_id)
+    """Delete a country; its records go too only with ``cascade``, else 409 while it has any.
+
+    The country's row is locked first: a record being added to it meanwhile (which holds a
+    share of that lock until its transaction ends) is committed before the delete looks at
+    the records, and one added later waits for the delete and then finds no country.
+    """
+    country = await get_country(session, country_id, for_update=True)
     if cascade:
         await session.execute(delete(Record).where(Record.country_id == country_id))
     elif await session.scalar(select(Record.id).where(Record.country_id == country_id).limit(1)):
@@ -112,7 +110,7 @@ async def country_id_for_name(session: AsyncSession, name: str) -> int:
     statement = (
         insert(Country)
         .values(name=name, created_at=utc_now(), updated_at=utc_now())
-        .on_conflict_do_nothing(index_elements=[Country.name])
+        .on_conflict_do_nothing(index_elements=unique_columns(COUNTRY_NAME))
         .returning(Country.id)
     )
     created = await session.scalar(statement)

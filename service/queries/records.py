@@ -12,7 +12,6 @@ from sqlalchemy import (
     Date,
     Integer,
     Row,
-    Select,
     bindparam,
     column,
     func,
@@ -22,11 +21,11 @@ from sqlalchemy import (
     type_coerce,
     values,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
-from service.errors import FieldError, conflict, not_found, validation_error
+from service.constraints import RECORD_KEY, refused_by
+from service.errors import APIError, FieldError, conflict, not_found, validation_error
 from service.models import Country, Record, Source, record_sources, utc_now
 from service.pagination import AnySelect, Listing, SortKey, sort_keys
 from service.queries.countries import country_id_for_name, country_name
@@ -51,9 +50,6 @@ def _with_relations(statement: AnySelect) -> AnySelect:
 # Built once, with bound values: a statement built per call costs more than running it.
 _RECORD_WITH_RELATIONS = _with_relations(select(Record).where(Record.id == bindparam("record_id")))
 _SOURCES_BY_ID = select(Source).where(Source.id.in_(bindparam("source_ids", expanding=True)))
-_ID_BY_KEY: Select[int] = select(records.c.id).where(
-    records.c.country_id == bindparam("country_id"), records.c.date == bindparam("date")
-)
 
 
 def _source_ids(dialect: str) -> Any:
@@ -195,14 +191,6 @@ async def _sources(session: AsyncSession, source_ids: Sequence[int]) -> list[Sou
     return [found[source_id] for source_id in wanted]
 
 
-async def _refuse_duplicate_key(
-    session: AsyncSession, country: Country, date: Any, record_id: int | None = None
-) -> None:
-    existing = await session.scalar(_ID_BY_KEY, {"country_id": country.id, "date": date})
-    if existing is not None and existing != record_id:
-        raise conflict(f"{country.name} already has a record for {date} (record {existing})")
-
-
 async def _country_key(
     session: AsyncSession, name: str | None, country_id: int | None
 ) -> tuple[int, str]:
@@ -216,9 +204,8 @@ async def _country_key(
     return country_id, found
 
 
-def _is_duplicate_key(error: IntegrityError) -> bool:
-    message = str(error.orig)
-    return "uq_records_country_id_date" in message or "records.country_id, records.date" in message
+def _taken_key(country: str, date: Any) -> APIError:
+    return conflict(f"{country} already has a record for {date}")
 
 
 async def create_record(session: AsyncSession, data: RecordCreate) -> RecordPublic:
@@ -236,12 +223,8 @@ async def create_record(session: AsyncSession, data: RecordCreate) -> RecordPubl
         "created_at": now,
         "updated_at": now,
     }
-    try:
+    with refused_by(RECORD_KEY, lambda: _taken_key(country, data.date)):
         record_id = (await session.execute(_INSERT_RECORD, values)).scalar_one()
-    except IntegrityError as error:
-        if _is_duplicate_key(error):
-            raise conflict(f"{country} already has a record for {data.date}") from None
-        raise
     if source_ids:
         links = [{"record_id": record_id, "source_id": source_id} for source_id in source_ids]
         await session.execute(insert(record_sources), links)
@@ -260,8 +243,9 @@ async def update_record(
             setattr(record, name, fields[name])
     if fields.get("source_ids") is not None:
         record.sources = await _sources(session, fields["source_ids"])
-    await _refuse_duplicate_key(session, record.country, record.date, record.id)
-    await session.flush()
+    country, date = record.country.name, record.date  # a failed flush expires the record
+    with refused_by(RECORD_KEY, lambda: _taken_key(country, date)):
+        await session.flush()
     return record
 
 

@@ -16,6 +16,7 @@ from service.schemas.countries import (
     CountryQuery,
     CountryUpdate,
 )
+from service.transactions import retried
 
 blueprint = Blueprint("countries", __name__)
 
@@ -38,6 +39,7 @@ async def list_countries(query_args: CountryQuery) -> tuple[ListBody, int, dict[
 @blueprint.post("/countries")
 @validate_request(CountryCreate)
 @document_response(CountryPublic, 201)
+@retried
 async def create_country(data: CountryCreate) -> tuple[CountryPublic, int, dict[str, str]]:
     """Create a country; a name already taken is a 409."""
     session = current_session()
@@ -56,6 +58,7 @@ async def get_country(country_id: int) -> CountryPublic:
 @blueprint.patch("/countries/<id:country_id>")
 @validate_request(CountryUpdate)
 @document_response(CountryPublic)
+@retried
 async def rename_country(country_id: int, data: CountryUpdate) -> CountryPublic:
     """Rename a country; a name already taken is a 409."""
     session = current_session()
@@ -66,6 +69,7 @@ async def rename_country(country_id: int, data: CountryUpdate) -> CountryPublic:
 
 @blueprint.delete("/countries/<id:country_id>")
 @validate_querystring(CountryDeleteQuery)
+@retried
 async def delete_country(country_id: int, query_args: CountryDeleteQuery) -> Response:
     """Delete a country: 409 while it has records, unless cascade=true deletes them too."""
     session = current_session()

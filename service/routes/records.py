@@ -23,6 +23,7 @@ from service.schemas.records import (
     RecordPublic,
     RecordQuery,
 )
+from service.transactions import retried
 
 blueprint = Blueprint("records", __name__)
 
@@ -99,6 +100,7 @@ async def list_for_source(
 @blueprint.post("/records")
 @validate_request(RecordCreate)
 @document_response(RecordPublic, 201)
+@retried
 async def create(data: RecordCreate) -> tuple[RecordPublic, int, dict[str, str]]:
     """Create a record; a new country name creates the country."""
     session = current_session()
@@ -131,6 +133,7 @@ async def _update(
 @blueprint.put("/records/<id:record_id>")
 @validate_request(RecordCreate)
 @document_response(RecordPublic)
+@retried
 async def replace(record_id: int, data: RecordCreate) -> tuple[RecordPublic, int, dict[str, str]]:
     """Replace every writable field; If-Match is honoured (412 when stale)."""
     return await _update(record_id, data)
@@ -139,12 +142,14 @@ async def replace(record_id: int, data: RecordCreate) -> tuple[RecordPublic, int
 @blueprint.patch("/records/<id:record_id>")
 @validate_request(RecordPatch)
 @document_response(RecordPublic)
+@retried
 async def patch(record_id: int, data: RecordPatch) -> tuple[RecordPublic, int, dict[str, str]]:
     """Change some writable fields; If-Match is honoured (412 when stale)."""
     return await _update(record_id, data)
 
 
 @blueprint.delete("/records/<id:record_id>")
+@retried
 async def delete(record_id: int) -> Response:
     """Delete a record; If-Match is honoured (412 when stale)."""
     session = current_session()
@@ -158,6 +163,7 @@ async def delete(record_id: int) -> Response:
 @blueprint.post("/records/bulk")
 @validate_request(BulkWrite)
 @document_response(BulkResult)
+@retried
 async def bulk_write(data: BulkWrite) -> BulkResult:
     """Write up to 10,000 records in one transaction: all or nothing."""
     session = current_session()

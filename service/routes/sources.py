@@ -15,6 +15,7 @@ from service.schemas.sources import (
     SourceQuery,
     SourceUpdate,
 )
+from service.transactions import retried
 
 blueprint = Blueprint("sources", __name__)
 
@@ -37,6 +38,7 @@ async def list_sources(query_args: SourceQuery) -> tuple[ListBody, int, dict[str
 @blueprint.post("/sources")
 @validate_request(SourceCreate)
 @document_response(SourcePublic, 201)
+@retried
 async def create_source(data: SourceCreate) -> tuple[SourcePublic, int, dict[str, str]]:
     """Create a source."""
     session = current_session()
@@ -55,6 +57,7 @@ async def get_source(source_id: int) -> SourcePublic:
 @blueprint.patch("/sources/<id:source_id>")
 @validate_request(SourceUpdate)
 @document_response(SourcePublic)
+@retried
 async def update_source(source_id: int, data: SourceUpdate) -> SourcePublic:
     """Change some fields of a source."""
     session = current_session()
@@ -64,6 +67,7 @@ async def update_source(source_id: int, data: SourceUpdate) -> SourcePublic:
 
 
 @blueprint.delete("/sources/<id:source_id>")
+@retried
 async def delete_source(source_id: int) -> Response:
     """Delete a source; it is unlinked from its records, which stay."""
     session = current_session()
