@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,7 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.app import create_app
 from service.db import WRITE_METHODS, Database, get_database
+from service.load import load_csv
 from service.queries.bulk import RecordRow, bulk_write
+from service.queries.countries import country_id_for_name
 from service.settings import load_settings
 from service.transactions import RETRIED_MARK
 from tests.conftest import AUTH, settings_for
@@ -318,3 +321,34 @@ async def test_a_write_that_keeps_losing_races_is_503_with_retry_after(
         assert await connection.fetchval("SELECT count(*) FROM countries") == 0
     finally:
         await connection.close()
+
+
+async def test_an_error_mode_load_names_a_key_stored_while_it_writes(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(
+        "date,country,cases,deaths,recoveries\n"
+        "2003-04-01,Ruritania,10,0,0\n2003-04-02,Ruritania,20,0,0\n2003-04-03,Ruritania,30,0,0\n"
+    )
+    async with Database(load_settings({"DATABASE_URL": database_url})) as db:
+        async with db.session_scope(commit=True) as session:
+            await bulk_write(session, [RecordRow(D1, 1, country="Elsewhere")], "error")
+            country = await country_id_for_name(session, "Ruritania")
+        async with competitor(database_url) as other:
+            await bulk_write(other, [RecordRow(D2, 2, country_id=country)], "error")
+            loading = asyncio.ensure_future(load_csv(db, path, "error", batch_size=1))
+            try:
+                await until_a_request_waits_for_a_lock(backend, database_url)
+                await other.commit()
+                report = await loading
+            finally:
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+        async with db.session_scope(writes=False) as session:
+            stored = (await session.execute(text("SELECT date, cases FROM records"))).all()
+    assert [str(problem) for problem in report.problems] == [
+        "line 3: (Ruritania, 2003-04-02) is stored already; use --on-conflict skip or update"
+    ]
+    assert (report.created, report.committed_rows) == (0, 0)
+    assert sorted(cases for _, cases in stored) == [1, 2], "nothing of the file is written"

@@ -1,7 +1,9 @@
 """Load a CSV of daily reports (``date,country,cases,deaths,recoveries``) through the bulk path.
 
-- ``error`` (the default): the whole file is checked first (bad rows, keys repeated in the file
-  or stored already); any problem writes nothing. A clean file is written in one transaction.
+- ``error`` (the default): the whole file is checked first (bad rows, keys repeated in the
+  file), then written in one transaction, committed only if no row meets a stored key (the
+  database's unique constraint says so, also of keys stored meanwhile); any problem writes
+  nothing.
 - ``skip`` / ``update``: valid rows are written in batches through
   :func:`service.queries.bulk.bulk_write`, each batch committed on its own, so an interruption
   loses at most the batch in flight; bad rows are rejected and listed.

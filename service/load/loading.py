@@ -37,7 +37,7 @@ async def load_csv(
     source = CsvSource(path)
     with fewer_collections():
         if mode == "error":
-            await check_file(db, source, report, batch_size, progress)
+            check_file(source, report, batch_size, progress)
             if report.ok:
                 await write_all_or_nothing(db, source, report, batch_size, progress)
         else:

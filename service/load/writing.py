@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.db import Database
 from service.load.report import LoadReport, Measured, ProgressCallback, notify
 from service.load.source import CsvSource
-from service.queries.bulk import ConflictMode, RecordRow, bulk_write
+from service.queries.bulk import BulkOutcome, ConflictMode, RecordRow, bulk_write
+from service.transactions import run_transaction
 
 _Item = TypeVar("_Item")
 
@@ -53,7 +54,7 @@ async def write_rows(
     try:
         async with db.session_scope() as session:
             while (batch := await batches.get()) is not None:
-                await _write_batch(session, batch, mode, report)
+                await _write_batch(session, batch, mode, report, db.settings.DB_WRITE_ATTEMPTS)
                 notify(progress, "loading", source, report, report.read)
         await parsing  # re-raises what stopped the parsing, if anything did
     finally:
@@ -97,10 +98,18 @@ class _BatchPipe:
 
 
 async def _write_batch(
-    session: AsyncSession, batch: list[RecordRow], mode: ConflictMode, report: LoadReport
+    session: AsyncSession,
+    batch: list[RecordRow],
+    mode: ConflictMode,
+    report: LoadReport,
+    attempts: int,
 ) -> None:
-    outcome = await bulk_write(session, batch, mode)
-    await _commit(session)
+    async def write() -> BulkOutcome:
+        outcome = await bulk_write(session, batch, mode)
+        await _commit(session)
+        return outcome
+
+    outcome = await run_transaction(session, write, attempts=attempts)
     report.created += outcome.created
     report.updated += outcome.updated
     report.skipped += outcome.skipped
@@ -121,26 +130,37 @@ async def write_all_or_nothing(
     batch_size: int,
     progress: ProgressCallback | None,
 ) -> None:
-    """Pass 2 of ``error`` mode: one transaction, committed only if every batch went in."""
-    created = written = 0
-    numbered = ((line, row) for line, row, _ in source.rows() if row is not None)
+    """Pass 2 of ``error`` mode: one transaction, committed only if no row met a stored key.
+
+    After a batch meets stored keys the pass goes on (writing nothing in the end) to name
+    every such line; a transaction that loses a race with another writer runs again.
+    """
     async with db.session_scope() as session:
-        for batch in _batches(numbered, batch_size):
-            outcome = await bulk_write(session, [row for _, row in batch], "error")
-            if outcome.conflicts:  # stored by someone else since the check: write nothing
-                for index in outcome.conflicts:
-                    line, row = batch[index]
-                    report.rejected += 1
-                    report.add_problem(
-                        line,
-                        f"({row.country}, {row.date.isoformat()}) was stored by someone else "
-                        "meanwhile",
-                    )
-                return
-            created += outcome.created
-            written += len(batch)
-            notify(progress, "loading", source, report, written)
-        await _commit(session)
-    report.created = created
-    report.committed_rows = written
-    report.committed_batches = 1
+
+        async def write_all() -> tuple[int, int, list[tuple[int, RecordRow]]]:
+            created = written = 0
+            stored: list[tuple[int, RecordRow]] = []
+            numbered = ((line, row) for line, row, _ in source.rows() if row is not None)
+            for batch in _batches(numbered, batch_size):
+                outcome = await bulk_write(session, [row for _, row in batch], "error")
+                stored += [batch[index] for index in outcome.conflicts]
+                created += outcome.created
+                written += len(batch)
+                notify(progress, "loading", source, report, written)
+            if not stored:
+                await _commit(session)
+            return created, written, stored
+
+        attempts = db.settings.DB_WRITE_ATTEMPTS
+        created, written, stored = await run_transaction(session, write_all, attempts=attempts)
+    for line, row in stored:
+        report.rejected += 1
+        report.add_problem(
+            line,
+            f"({row.country}, {row.date.isoformat()}) is stored already; "
+            "use --on-conflict skip or update",
+        )
+    if not stored:
+        report.created = created
+        report.committed_rows = written
+        report.committed_batches = 1
