@@ -49,6 +49,8 @@ NAMED: dict[str, tuple[str, ...]] = {
     "service.listing": ("paginate",),
     "service.db": ("current_session",),
     "service.errors": ("APIError", "not_found", "conflict"),
+    "service.transactions": ("retried",),
+    "service.constraints": ("refused_by",),
     "service.app": ("BLUEPRINTS",),
     "quart_schema": ("validate_querystring", "validate_request", "document_response"),
     "tests.conftest": ("client",),
