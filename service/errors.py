@@ -153,6 +153,8 @@ def lost_a_race(error: BaseException) -> bool:
 
 
 def _integrity_conflict(error: sa_exc.IntegrityError) -> APIError:
+    if lost_a_race(error):
+        return conflict("a row this change refers to was deleted meanwhile; retry")
     detail = CONFLICT_DETAILS.get(violated_constraint(error) or "")
     return conflict(detail or "the change conflicts with stored data")
 
