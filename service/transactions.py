@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
@@ -31,6 +32,8 @@ _P = ParamSpec("_P")
 BACKOFF_SECONDS = 0.01
 RETRIED_MARK = "__retries_its_transaction__"
 
+logger = logging.getLogger(__name__)
+
 
 async def run_transaction(
     session: AsyncSession, work: Callable[[], Awaitable[_T]], *, attempts: int
@@ -43,6 +46,12 @@ async def run_transaction(
         except DBAPIError as error:
             if attempt == attempts or not lost_a_race(error):
                 raise
+            logger.info(
+                "a write transaction lost a race (SQLSTATE %s); running it again (%d of %d)",
+                getattr(error.orig, "sqlstate", None),
+                attempt + 1,
+                attempts,
+            )
         await session.rollback()
         await asyncio.sleep(random.uniform(0, BACKOFF_SECONDS * attempt))
     raise AssertionError("unreachable: the last attempt returns or raises")
