@@ -352,3 +352,22 @@ async def test_an_error_mode_load_names_a_key_stored_while_it_writes(
     ]
     assert (report.created, report.committed_rows) == (0, 0)
     assert sorted(cases for _, cases in stored) == [1, 2], "nothing of the file is written"
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+async def test_a_record_named_after_a_country_deleted_meanwhile_creates_it_anew(
+    real_app: Quart, backend: str, database_url: str, write: str
+) -> None:
+    client = real_app.test_client()
+    old = await create_country(client, "Lost")
+    async with competitor(database_url) as other:
+        await other.execute(text("DELETE FROM countries WHERE id = :id"), {"id": old["id"]})
+        # PostgreSQL: the write finds the old country, waits for its row, then misses it.
+        response = await _race(backend, database_url, other, WRITES[write](client))
+    assert response.status_code in (200, 201), await response.get_data()
+    countries = await walk(client, "/countries")
+    assert [c["name"] for c in countries] == ["Lost"]
+    if backend == "postgresql":  # SQLite hands the highest id, freed by the delete, out again
+        assert countries[0]["id"] != old["id"]
+    [record] = await walk(client, "/records")
+    assert record["country_id"] == countries[0]["id"]

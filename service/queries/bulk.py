@@ -24,15 +24,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.constraints import COUNTRY_NAME, RECORD_KEY, unique_columns, violated_constraint
+from service.constraints import RECORD_KEY, unique_columns, violated_constraint
 from service.errors import APIError, FieldError, validation_error
-from service.models import Country, Record, Source, record_sources, utc_now
+from service.models import Country, Record, Source, record_sources
+from service.queries.countries import create_countries
 from service.queries.records import existing_keys
 
 ConflictMode = Literal["error", "skip", "update"]
 Key = tuple[int, dt.date]
 RECORDS: Table = Record.__table__  # type: ignore[assignment]
-COUNTRIES: Table = Country.__table__  # type: ignore[assignment]
 
 
 class RecordRow(NamedTuple):
@@ -74,20 +74,7 @@ async def country_ids_by_name(session: AsyncSession, names: Iterable[str]) -> di
             select(Country.name, Country.id).where(Country.name.in_(chunk))
         )
         ids.update({row.name: row.id for row in rows})
-    missing = sorted(wanted - ids.keys())
-    if missing:
-        now = utc_now()
-        statement = _insert(session, COUNTRIES).on_conflict_do_nothing(
-            index_elements=unique_columns(COUNTRY_NAME)
-        )
-        await session.execute(
-            statement, [{"name": name, "created_at": now, "updated_at": now} for name in missing]
-        )
-        for chunk in _chunks(missing, 500):
-            rows = await session.execute(
-                select(Country.name, Country.id).where(Country.name.in_(chunk))
-            )
-            ids.update({row.name: row.id for row in rows})
+    ids.update(await create_countries(session, wanted - ids.keys()))
     return ids
 
 

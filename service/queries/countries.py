@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, bindparam, delete, func, select
+from collections.abc import Iterable
+
+from sqlalchemy import Select, Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +16,7 @@ from service.queries.rows import read_one
 from service.schemas.countries import CountryPublic
 
 countries = Country.__table__
+_TABLE: Table = Country.__table__  # type: ignore[assignment] # dialect inserts want a Table
 ORDERS: dict[str, SortKey] = sort_keys(countries.c.id, name=countries.c.name)
 
 # CountryPublic's fields as table columns, in its order: the session runs reads as Core.
@@ -97,25 +100,28 @@ async def country_name(session: AsyncSession, country_id: int) -> str | None:
 
 
 async def country_id_for_name(session: AsyncSession, name: str) -> int:
-    """The id of the country called ``name``, creating it if new; safe under concurrency.
-
-    ``INSERT ... ON CONFLICT DO NOTHING`` lets simultaneous creators race without an error:
-    one inserts, the others find the row once its transaction commits.
-    """
+    """The id of the country called ``name``, creating it if new; safe under concurrency."""
     found = await session.scalar(_ID_BY_NAME, {"name": name})
     if found is not None:
         return found
+    return (await create_countries(session, [name]))[name]
+
+
+async def create_countries(session: AsyncSession, names: Iterable[str]) -> dict[str, int]:
+    """The ids of countries ``names``, creating each one that is missing, in name order.
+
+    One statement settles every race: on a name another transaction stored meanwhile,
+    ``ON CONFLICT DO UPDATE`` (the name set to itself, nothing else touched) returns that
+    row's id once it is committed, and inserts anew if it was deleted instead. ``DO NOTHING``
+    would return no id, and a second look could find the row gone.
+    """
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(Country)
-        .values(name=name, created_at=utc_now(), updated_at=utc_now())
-        .on_conflict_do_nothing(index_elements=unique_columns(COUNTRY_NAME))
-        .returning(Country.id)
-    )
-    created = await session.scalar(statement)
-    if created is not None:
-        return created
-    existing = await session.scalar(_ID_BY_NAME, {"name": name})
-    assert existing is not None
-    return existing
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_TABLE)
+    statement = insert.on_conflict_do_update(
+        index_elements=unique_columns(COUNTRY_NAME), set_={"name": insert.excluded.name}
+    ).returning(countries.c.name, countries.c.id)
+    now = utc_now()
+    values = [{"name": name, "created_at": now, "updated_at": now} for name in sorted(set(names))]
+    if not values:
+        return {}
+    return {row.name: row.id for row in await session.execute(statement, values)}
