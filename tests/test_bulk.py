@@ -38,11 +38,28 @@ from tests.factories import create_country, create_record, walk
 D1, D2, D3 = dt.date(2003, 4, 1), dt.date(2003, 4, 2), dt.date(2003, 4, 3)
 
 
+# A request waits for the competitor's row until the test ends the competitor: no timeout of
+# the service's may end the wait first, however slowly a loaded machine runs the test.
+UNBOUNDED_WAITS = {"DB_STATEMENT_TIMEOUT": "0", "DB_LOCK_TIMEOUT": "0", "DB_COMMAND_TIMEOUT": "0"}
+
+
+@pytest.fixture
+async def real_app(database_url: str) -> AsyncIterator[Quart]:
+    """The service on a database of its own, its statements waiting as long as they must."""
+    app = create_app(settings_for(database_url, **UNBOUNDED_WAITS))
+    async with app.test_app():
+        yield app
+
+
+def _settings(database_url: str) -> Any:
+    return load_settings({"DATABASE_URL": database_url, **UNBOUNDED_WAITS})
+
+
 @asynccontextmanager
 async def competitor(database_url: str) -> AsyncIterator[AsyncSession]:
     """A write transaction of another process's making, rolled back unless committed."""
     async with (
-        Database(load_settings({"DATABASE_URL": database_url})) as other,
+        Database(_settings(database_url)) as other,
         other.session_scope() as session,
     ):
         yield session
@@ -331,7 +348,7 @@ async def test_an_error_mode_load_names_a_key_stored_while_it_writes(
         "date,country,cases,deaths,recoveries\n"
         "2003-04-01,Ruritania,10,0,0\n2003-04-02,Ruritania,20,0,0\n2003-04-03,Ruritania,30,0,0\n"
     )
-    async with Database(load_settings({"DATABASE_URL": database_url})) as db:
+    async with Database(_settings(database_url)) as db:
         async with db.session_scope(commit=True) as session:
             await bulk_write(session, [RecordRow(D1, 1, country="Elsewhere")], "error")
             country = await country_id_for_name(session, "Ruritania")

@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 import pytest
 from quart import Quart
-from sqlalchemy import insert, text
+from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import service.asgi
@@ -22,8 +22,7 @@ from service.app import create_app
 from service.compat import asyncpg as compat_asyncpg
 from service.compat.asyncpg import CancellableConnection
 from service.db import Database, current_session, get_database
-from service.models import utc_now
-from service.queries.bulk import COUNTRIES
+from service.models import Country, utc_now
 from service.settings import ConfigError, Settings, load_settings
 from tests import asgi
 from tests.conftest import AUTH, settings_for
@@ -31,6 +30,7 @@ from tests.databases import Databases, migrate
 from tests.reliability.database import dsn
 
 pytestmark = pytest.mark.postgresql_only
+COUNTRIES: Table = Country.__table__  # type: ignore[assignment]
 
 # Rows of one multi-row INSERT: more bytes of Bind/Execute messages (about 15 MB) than the
 # socket buffers between the service and the server hold, so the driver has to wait for the
