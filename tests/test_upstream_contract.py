@@ -129,6 +129,15 @@ def test_sqlalchemy_pool_is_built_on_its_queue_class() -> None:
     )
 
 
+def test_sqlalchemy_names_a_pool_logger_from_its_class_namespace() -> None:
+    pool = compat_sqlalchemy.FairQueuePool(_no_connection, pool_size=1)
+    _check(
+        compat_sqlalchemy,
+        pool.logger.name == "sqlalchemy.pool.impl.FairQueuePool",
+        "sqlalchemy.log no longer reads _sqla_logger_namespace",
+    )
+
+
 async def test_sqlalchemy_session_transaction_and_scoped_registry_answer(
     database_url: str,
 ) -> None:
