@@ -156,3 +156,5 @@ for image in "${!packages[@]}"; do
   fi
   echo "$image"
 done
+# Images of earlier versions of this folder are never loaded again.
+find "$(dirname "$cache")" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
