@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import logging
 import threading
 from collections.abc import Callable
 from importlib.metadata import version
@@ -133,7 +134,8 @@ def test_sqlalchemy_names_a_pool_logger_from_its_class_namespace() -> None:
     pool = compat_sqlalchemy.FairQueuePool(_no_connection, pool_size=1)
     _check(
         compat_sqlalchemy,
-        pool.logger.name == "sqlalchemy.pool.impl.FairQueuePool",
+        isinstance(pool.logger, logging.Logger)
+        and pool.logger.name == "sqlalchemy.pool.impl.FairQueuePool",
         "sqlalchemy.log no longer reads _sqla_logger_namespace",
     )
 
