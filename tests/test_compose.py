@@ -29,7 +29,7 @@ import pytest
 
 from tests.live import REPO_ROOT, free_port, needs_commands
 
-pytestmark = pytest.mark.compose
+pytestmark = [pytest.mark.e2e, pytest.mark.compose]
 
 SARS_DATA = REPO_ROOT.parent / "shared" / "data"
 TOKEN = "compose-test-token"

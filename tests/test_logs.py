@@ -121,6 +121,7 @@ async def test_pool_lines_log_under_sqlalchemy_not_the_service(
     assert not [line for line in service_lines if "Pool" in line], service_lines
 
 
+@pytest.mark.e2e
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_served_by_hypercorn_each_request_and_event_is_one_line(
