@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -18,7 +21,7 @@ from service.logs import JSONFormatter
 from service.settings import load_settings
 from tests.conftest import AUTH, TOKEN, settings_for
 from tests.databases import Databases, migrate
-from tests.live import live_server
+from tests.live import REPO_ROOT, live_server
 
 
 async def test_one_line_per_request_with_its_figures(
@@ -146,3 +149,20 @@ def test_served_by_hypercorn_each_request_and_event_is_one_line(
     if log_format == "json":
         entries = [orjson.loads(line) for line in lines]
         assert {entry["logger"] for entry in entries} >= {"hypercorn.error", "service.request"}
+
+
+@pytest.mark.e2e
+@pytest.mark.sqlite_only
+def test_migrations_log_json_when_asked(backend: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/migrated.db",
+        "LOG_FORMAT": "json",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    entries = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert any(entry["logger"].startswith("alembic") for entry in entries), entries
