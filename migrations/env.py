@@ -15,9 +15,9 @@ from service.settings import settings_or_exit
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    if load_settings().LOG_FORMAT == "json":
+    if settings_or_exit().LOG_FORMAT == "json":
         # One JSON object a line, as the service logs (the compose stack's `migrate`).
-        configure_logging(load_settings())
+        configure_logging(settings_or_exit())
     else:
         fileConfig(config.config_file_name, disable_existing_loggers=False)
 
