@@ -218,9 +218,10 @@ def stack() -> Iterator[Stack]:
             "DATA_DIR": str(SARS_DATA),
             "WHEELHOUSE": "wheelhouse",
         }
-        example = (REPO_ROOT / "deploy" / "compose.env.example").read_text()
+        example = (REPO_ROOT / "deploy" / "compose.env.example").read_text().splitlines()
+        kept = [line for line in example if line.lstrip("#").split("=")[0] not in settings]
         env_file.write_text(
-            example + "".join(f"{name}={value}\n" for name, value in settings.items())
+            "\n".join([*kept, *(f"{name}={value}" for name, value in settings.items())]) + "\n"
         )
         stack = Stack(
             engine, [*compose_command, "--env-file", str(env_file)],
