@@ -1,6 +1,6 @@
-# syntax=docker/dockerfile:1
 # The API image: Hypercorn serving service.serve:app with hypercorn.toml, as a non-root user.
 #   docker build -t sars-service .
+#   docker build --build-arg WHEELHOUSE=wheelhouse -t sars-service .   # no network: README
 # Configuration and secrets (DATABASE_URL, API_TOKENS, ...) come from the environment at run
 # time, never from the image; migrations run in docker-compose.yml's one-shot `migrate` service.
 
@@ -13,11 +13,17 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 COPY pyproject.toml constraints.txt ./
+# WHEELHOUSE: a folder of wheels in the build context (scripts/wheelhouse.sh makes one); the
+# dependencies then install from it alone (--no-index), with no network. Unset, they come from
+# PyPI, and this copies pyproject.toml a second time, harmlessly.
+ARG WHEELHOUSE=
+COPY ${WHEELHOUSE:-pyproject.toml} ./wheelhouse/
 # The runtime dependencies of [project], without the service itself (its source is copied
 # below, so that editing it does not invalidate this layer).
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > requirements.txt \
-    && pip install --requirement requirements.txt --constraint constraints.txt
+    && pip install ${WHEELHOUSE:+--no-index --find-links ./wheelhouse} \
+        --requirement requirements.txt --constraint constraints.txt
 
 # -- runtime ----------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime

@@ -9,12 +9,17 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from service.db import create_engine
+from service.logs import configure_logging
 from service.models import Base
 from service.settings import settings_or_exit
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+    if settings_or_exit().LOG_FORMAT == "json":
+        # One JSON object a line, as the service logs (the compose stack's `migrate`).
+        configure_logging(settings_or_exit())
+    else:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
 

@@ -290,6 +290,7 @@ start_lb() {
     say "    server {"
     say "        listen 127.0.0.1:$lb_port;"
     say "        location / {"
+    say "            proxy_pass http://api;"
     say "            include $repo/deploy/nginx/proxy.conf;"
     say "        }"
     say "    }"

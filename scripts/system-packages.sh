@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages some tests drive for real: nginx and PgBouncer (the native stack),
-# docker-compose (validates docker-compose.yml) and Chromium (the /docs page).
+# Debian packages some tests drive for real: nginx and PgBouncer (the native stack), a Docker
+# engine, docker-compose and debootstrap (the compose stack, tests/test_compose.py) and
+# Chromium (the /docs page).
 # Installs the missing ones when run as root with apt, quietly: apt's output goes to a log that
 # is shown only if the install fails. Otherwise names them, and the tests that need them skip,
 # saying why.
@@ -9,7 +10,9 @@ set -euo pipefail
 declare -A packages=(
   [nginx]=nginx-light
   [pgbouncer]=pgbouncer
+  [dockerd]=docker.io
   [docker-compose]=docker-compose
+  [debootstrap]=debootstrap
   [chromium]=chromium
   [chromedriver]=chromium-driver
 )

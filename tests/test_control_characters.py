@@ -68,6 +68,8 @@ def test_hypercorn_logs_through_the_escaping_formatter() -> None:
     logging_config = config["logconfig_dict"]
     factory = logging_config["formatters"]["escaped"]["()"]
     assert factory == "service.control_characters.EscapingFormatter"
-    for name in ("hypercorn.access", "hypercorn.error"):
-        for handler in logging_config["loggers"][name]["handlers"]:
-            assert logging_config["handlers"][handler]["formatter"] == "escaped"
+    for handler in logging_config["loggers"]["hypercorn.access"]["handlers"]:
+        assert logging_config["handlers"][handler]["formatter"] == "escaped"
+    # Hypercorn's own lines go to the service's handler (TextFormatter or JSONFormatter).
+    error_logger = logging_config["loggers"]["hypercorn.error"]
+    assert error_logger["handlers"] == [] and error_logger["propagate"] is True

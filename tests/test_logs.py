@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import text
@@ -15,7 +20,8 @@ from service.db import Database
 from service.logs import JSONFormatter
 from service.settings import load_settings
 from tests.conftest import AUTH, TOKEN, settings_for
-from tests.databases import Databases
+from tests.databases import Databases, migrate
+from tests.live import REPO_ROOT, live_server
 
 
 async def test_one_line_per_request_with_its_figures(
@@ -101,3 +107,62 @@ async def test_statement_watch_leaves_connections_off_the_event_path(
 _CONNECTION_EVENTS = [
     name for name in dir(ConnectionEvents) if not name.startswith("_") and name != "dispatch"
 ]
+
+
+async def test_pool_lines_log_under_sqlalchemy_not_the_service(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database(load_settings(settings_for(database_url)))
+    pool = db.engine.sync_engine.pool
+    with caplog.at_level(logging.INFO):
+        async with db.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        await db.dispose()
+    assert isinstance(pool.logger, logging.Logger)
+    assert pool.logger.name == f"sqlalchemy.pool.impl.{type(pool).__name__}"
+    service_lines = [r.getMessage() for r in caplog.records if r.name.startswith("service")]
+    assert not [line for line in service_lines if "Pool" in line], service_lines
+
+
+@pytest.mark.e2e
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_served_by_hypercorn_each_request_and_event_is_one_line(
+    backend: str, tmp_path: Path, log_format: str
+) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/logs.db"
+    migrate(database_url)
+    request_ids = [f"one-line-{index}" for index in range(5)]
+    options = ("--config", "hypercorn.toml", "--workers", "1")
+    with live_server(
+        database_url, tmp_path / "server.log", options=options, LOG_LEVEL="INFO",
+        LOG_FORMAT=log_format,
+    ) as server:  # fmt: skip
+        for request_id in request_ids:
+            response = httpx.get(f"{server.url}/countries", headers={"X-Request-ID": request_id})
+            assert response.status_code == 200
+    lines = server.output().splitlines()
+    for request_id in request_ids:
+        assert sum(request_id in line for line in lines) == 1, lines
+    # Logged by the worker before it served /health, which live_server waited for.
+    assert sum("Running on" in line for line in lines) == 1, lines
+    if log_format == "json":
+        entries = [orjson.loads(line) for line in lines]
+        assert {entry["logger"] for entry in entries} >= {"hypercorn.error", "service.request"}
+
+
+@pytest.mark.e2e
+@pytest.mark.sqlite_only
+def test_migrations_log_json_when_asked(backend: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/migrated.db",
+        "LOG_FORMAT": "json",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    entries = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert any(entry["logger"].startswith("alembic") for entry in entries), entries

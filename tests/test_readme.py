@@ -35,11 +35,28 @@ RUN_ELSEWHERE = {
     "TEST_BACKENDS=sqlite scripts/test.sh": ("tests/conftest.py", "TEST_BACKENDS"),
     "scripts/lint.sh": (".ci/run", "scripts/lint.sh"),
     "scripts/stack.sh": ("tests/test_stack.py", "stack.sh"),
-    # No Docker engine here: .ci/run validates the compose file these commands use.
-    "docker compose": (".ci/run", "docker-compose config"),
-    "DATA_DIR=../shared/data docker compose": (".ci/run", "docker-compose config"),
-    "cp deploy/compose.env.example .env": ("deploy/compose.env.example", "POSTGRES_PASSWORD"),
-    "curl localhost:8080/ready": ("tests/test_stack.py", "/ready"),
+    # "Run the stack", with Docker: tests/test_compose.py runs each, in the README's order.
+    "cp deploy/compose.env.example .env": ("tests/test_compose.py", "compose.env.example"),
+    "docker compose up -d --build": ("tests/test_compose.py", '"up", "-d", "--build"'),
+    "curl localhost:8080/ready": ("tests/test_compose.py", '"/ready"'),
+    "docker compose --profile load run --rm loader": (
+        "tests/test_compose.py",
+        '"--profile", "load", "run", "--rm", "loader"',
+    ),
+    "docker compose up -d --scale api=3": ("tests/test_compose.py", '"--scale", "api=3"'),
+    "docker compose -f docker-compose.yml -f docker-compose.pgbouncer.yml up -d": (
+        "tests/test_compose.py",
+        '"up", "-d", files=PGBOUNCER',
+    ),
+    "docker compose -f docker-compose.yml -f docker-compose.pgbouncer.yml down -v": (
+        "tests/test_compose.py",
+        '"down", "-v", files=PGBOUNCER',
+    ),
+    "scripts/wheelhouse.sh": ("tests/test_compose.py", "scripts/wheelhouse.sh"),
+    "WHEELHOUSE=wheelhouse docker compose up -d --build": (
+        "tests/test_compose.py",
+        '"WHEELHOUSE": "wheelhouse"',
+    ),
     ".venv/bin/quart --app service.app db migrate": ("tests/test_cli.py", '"migrate"'),
     ".venv/bin/quart --app service.app db upgrade": ("tests/test_cli.py", '"upgrade"'),
     ".venv/bin/quart --app service.app db check": ("tests/test_cli.py", '"check"'),

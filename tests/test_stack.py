@@ -87,7 +87,8 @@ def test_stack_serves_through_nginx_and_pgbouncer_and_down_leaves_nothing(
     }
     env = {key: value for key, value in os.environ.items() if key != "STACK_DATABASE_URL"}
     env |= {key: str(port) for key, port in ports.items()}
-    env |= {"STACK_DIR": str(state_dir), "API_TOKENS": TOKEN, "LOG_LEVEL": "WARNING"}
+    # INFO: each API process logs its requests (service.request), which shows where they went.
+    env |= {"STACK_DIR": str(state_dir), "API_TOKENS": TOKEN, "LOG_LEVEL": "INFO"}
 
     def stack(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -110,7 +111,7 @@ def test_stack_serves_through_nginx_and_pgbouncer_and_down_leaves_nothing(
         _follow_links_and_slashes(f"http://127.0.0.1:{ports['STACK_LB_PORT']}")
         for api in ("api-1", "api-2"):  # nginx spread the requests over both processes
             log = (state_dir / "api" / f"{api}.log").read_text()
-            assert '"POST /countries' in log, f"{api} served no write"
+            assert "service.request: POST /countries 201" in log, f"{api} served no write"
     finally:
         down = stack("down")
     assert down.returncode == 0, down.stdout + down.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import logging
 import threading
 from collections.abc import Callable
 from importlib.metadata import version
@@ -126,6 +127,16 @@ def test_sqlalchemy_pool_is_built_on_its_queue_class() -> None:
         compat_sqlalchemy,
         isinstance(pool._pool, compat_sqlalchemy.FairQueue),
         "QueuePool no longer builds its queue from _queue_class",
+    )
+
+
+def test_sqlalchemy_names_a_pool_logger_from_its_class_namespace() -> None:
+    pool = compat_sqlalchemy.FairQueuePool(_no_connection, pool_size=1)
+    _check(
+        compat_sqlalchemy,
+        isinstance(pool.logger, logging.Logger)
+        and pool.logger.name == "sqlalchemy.pool.impl.FairQueuePool",
+        "sqlalchemy.log no longer reads _sqla_logger_namespace",
     )
 
 

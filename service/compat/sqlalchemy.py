@@ -12,6 +12,8 @@ Private names relied on:
 - ``SessionTransaction._connections``: the connections a session transaction has checked out;
 - ``ScopedRegistry.registry`` (``scoped_session.registry.registry``): the dict of sessions a
   scoped session holds, keyed on its scope function's value.
+- ``_sqla_logger_namespace``: the class attribute ``sqlalchemy.log`` reads to name the logger
+  of a pool instance (otherwise the class's module and name).
 
 Why:
 
@@ -24,6 +26,10 @@ Why:
 - ``transaction_has_connection``: whether a request holds a connection decides whether a
   client that leaves may let it finish (``service.asgi``); no public API answers without
   checking a connection out. It can go when ``SessionTransaction`` says so publicly.
+- ``FairQueuePool._sqla_logger_namespace``: defined here, the pool would log "Pool disposed"
+  and "Pool recreating" at INFO as ``service.compat.sqlalchemy.FairQueuePool``, among the
+  service's own lines and at its level; SQLAlchemy's own pools log under ``sqlalchemy.pool``,
+  which it keeps at WARNING unless asked for more. It goes with ``FairQueuePool``.
 - ``scoped_sessions``: counts sessions in flight and finds another task's session, which
   ``async_scoped_session`` only offers for the current scope. No upstream issue.
 """
@@ -120,6 +126,7 @@ class FairQueuePool(AsyncAdaptedQueuePool):
 
     _queue_class = FairQueue[ConnectionPoolEntry]
     _pool: FairQueue[ConnectionPoolEntry]
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.FairQueuePool"
 
     def waiting(self) -> int:
         """How many tasks wait for a connection right now."""

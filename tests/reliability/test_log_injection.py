@@ -2,8 +2,9 @@
 
 Real Hypercorn with the project's hypercorn.toml (its logging configuration included), the
 service logging every request at INFO, in the text and in the JSON format. Hypercorn's access
-log format is widened to every field a client controls (request line with the query, user
-agent, referer, the X-Request-ID sent): a deployment may log any of them. Each request
+log, off in hypercorn.toml, is turned on as a deployment may, and its format is widened to
+every field a client controls (request line with the query, user agent, referer, the
+X-Request-ID sent): a deployment may log any of them. Each request
 carries a token of its own in its path; afterwards every line of the log must be a line the
 service or Hypercorn wrote (no line starts with a client's text), and every request the app
 answered is on exactly two lines (the service's line and the access line), no more. Requests
@@ -110,7 +111,10 @@ async def _fuzz(url: str, log: Path, log_format: str, section: Section) -> None:
     with live_server(
         url,
         log,
-        options=("--config", "hypercorn.toml", "--access-logformat", ACCESS_LOG_FORMAT),
+        options=(
+            *("--config", "hypercorn.toml", "--access-logfile", "-"),
+            *("--access-logformat", ACCESS_LOG_FORMAT),
+        ),
         LOG_LEVEL="INFO",
         LOG_FORMAT=log_format,
     ) as server:
