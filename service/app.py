@@ -1,11 +1,14 @@
 """The app factory: ``create_app`` builds everything.
 
 Servers run ``service.serve:app``; ``quart --app service.app`` finds ``create_app`` itself.
+``hypercorn service.app:app``, the ASGI path the HTTP contract names, serves the same app as
+``service.serve:app``: only a Hypercorn worker loading this module gets an ``app`` from it.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from quart_schema import QuartSchema
 
 from service import __version__, auth, cli, cors, http, jobs, logs, metrics
 from service.asgi import ServiceApp
-from service.compat.hypercorn import exit_serving
+from service.compat.hypercorn import exit_serving, in_hypercorn_worker
 from service.db import Database
 from service.errors import register_error_handlers
 from service.logs import configure_logging
@@ -99,3 +102,11 @@ def _settings(overrides: Mapping[str, Any] | None) -> Settings:
         # One line naming the variable, not a traceback, and a non-zero status stop the
         # server or the CLI.
         exit_serving(f"configuration error: {error}")
+
+
+# Hypercorn looks ``app`` up in the module's namespace (no module __getattr__), so the served
+# app must be a module attribute; building it here for any other importer would tune that
+# process's garbage collector (service.serve). When service.serve is what the worker loads,
+# it is already importing and builds the app itself.
+if in_hypercorn_worker() and "service.serve" not in sys.modules:
+    from service.serve import app as app
