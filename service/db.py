@@ -200,6 +200,14 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolE
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+    # SQLite's built-in lower() folds ASCII letters only, so a case-insensitive search (GET
+    # /countries?q=) missed "Écosse" for "écosse" where PostgreSQL finds it: Python's folds
+    # every letter, as PostgreSQL's does under a UTF-8 ctype.
+    dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:

@@ -115,3 +115,12 @@ async def test_control_characters_in_query_text_are_422(client: Client) -> None:
     for path in ("/countries?q=%00", "/records?country=a%00b", "/countries?q=%1f"):
         response = await client.get(path)
         assert response.status_code == 422, path
+
+
+async def test_q_ignores_the_case_of_letters_beyond_ascii(client: Client) -> None:
+    await create_country(client, "Écosse")
+    await create_country(client, "ÅLAND")
+    await create_country(client, "Ελλάδα")
+    for q, expected in (("écosse", "Écosse"), ("åland", "ÅLAND"), ("ΕΛΛΆΔΑ", "Ελλάδα")):
+        response = await client.get("/countries", query_string={"q": q})
+        assert [c["name"] for c in (await response.get_json())["items"]] == [expected], q
