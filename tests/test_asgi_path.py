@@ -17,9 +17,18 @@ CONTRACT_PATH = "service.app:app"
 
 
 @pytest.mark.e2e
-def test_hypercorn_serves_the_contracts_asgi_path(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "workers",
+    [(), ("--workers", "0")],
+    ids=["worker process", "main process (--workers 0)"],
+)
+def test_hypercorn_serves_the_contracts_asgi_path(
+    database_url: str, tmp_path: Path, workers: tuple[str, ...]
+) -> None:
     log = tmp_path / "server.log"
-    with live_server(database_url, log, app=CONTRACT_PATH, API_TOKENS=TOKEN) as server:
+    with live_server(
+        database_url, log, app=CONTRACT_PATH, options=workers, API_TOKENS=TOKEN
+    ) as server:
         ready = httpx.get(f"{server.url}/ready")
         created = httpx.post(
             f"{server.url}/countries",

@@ -38,8 +38,12 @@ SUPPORTED = ">=0.18,<0.19"
 
 def in_hypercorn_worker() -> bool:
     """Whether this is a worker of Hypercorn's main process, loading the app."""
-    if multiprocessing.parent_process() is None:
-        return False
+    return multiprocessing.parent_process() is not None and loading_in_hypercorn()
+
+
+def loading_in_hypercorn() -> bool:
+    """Whether Hypercorn is importing the app right now (in a worker, or with ``--workers 0``
+    in its main process)."""
     frame = inspect.currentframe()
     while frame is not None:
         if frame.f_code is load_application.__code__:
