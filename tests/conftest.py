@@ -20,7 +20,13 @@ from quart.typing import TestClientProtocol as Client
 
 from service.app import create_app
 from service.db import get_database
-from tests.databases import Databases, PostgresDatabases, SQLiteDatabases, fresh_database
+from tests.databases import (
+    Databases,
+    PostgresDatabases,
+    SQLiteDatabases,
+    fresh_database,
+    in_a_thread,
+)
 from tests.waiting import HANG_GUARD_SECONDS
 
 TOKEN = "test-token"
@@ -93,15 +99,16 @@ async def nothing_left_running() -> AsyncIterator[None]:
 
 @pytest.fixture(scope="session")
 def sqlite_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteDatabases]:
-    databases = SQLiteDatabases(tmp_path_factory.mktemp("sqlite"))
+    directory = tmp_path_factory.mktemp("sqlite")
+    databases = in_a_thread(lambda: SQLiteDatabases(directory))
     yield databases
-    databases.close()
+    in_a_thread(databases.close)
 
 
 @pytest.fixture(scope="session")
 def postgresql_databases() -> Iterator[PostgresDatabases]:
     try:
-        databases = PostgresDatabases()
+        databases = in_a_thread(PostgresDatabases)
     except OSError as error:
         pytest.fail(
             f"PostgreSQL is not reachable at TEST_POSTGRES_URL ({error}); start it, "
@@ -109,7 +116,7 @@ def postgresql_databases() -> Iterator[PostgresDatabases]:
             pytrace=False,
         )
     yield databases
-    databases.close()
+    in_a_thread(databases.close)
 
 
 @pytest.fixture

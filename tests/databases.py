@@ -5,19 +5,46 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def in_a_thread(function: Callable[[], T]) -> T:
+    """``function()`` run in a thread of its own, joined before returning.
+
+    The session-wide databases are made with ``asyncio.run`` (Alembic's async env.py, the admin
+    connections), which leaves the calling thread with no event loop: done in the thread of
+    whichever test first asks for them, it took the event loop from under an async test.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(function())
+        except BaseException as error:  # handed to the caller
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="test-databases")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def alembic_config(database_url: str) -> Config:

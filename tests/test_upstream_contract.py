@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import logging
 import threading
+import tomllib
 from collections.abc import Callable
 from importlib.metadata import version
 from types import ModuleType
@@ -23,7 +24,10 @@ import pytest
 import quart.asgi
 import quart_schema.conversion
 import sqlalchemy.util.concurrency
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from pydantic import BaseModel
 from quart import Quart
 from sqlalchemy import select
@@ -41,7 +45,7 @@ from service.compat import sqlalchemy as compat_sqlalchemy
 from service.db import Database
 from service.settings import load_settings
 from tests.conftest import settings_for
-from tests.databases import Databases, fresh_database
+from tests.databases import REPO_ROOT, Databases, fresh_database
 
 COMPAT_MODULES = (
     compat_aiosqlite,
@@ -74,6 +78,36 @@ def test_the_installed_version_is_one_the_workaround_was_checked_against(
         module,
         installed in SpecifierSet(module.SUPPORTED),
         f"{module.DISTRIBUTION} {installed} is outside {module.SUPPORTED}",
+    )
+
+
+def _requirement(distribution: str) -> Requirement:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    for line in pyproject["project"]["dependencies"]:
+        requirement = Requirement(line)
+        if canonicalize_name(requirement.name) == canonicalize_name(distribution):
+            return requirement
+    raise AssertionError(f"pyproject.toml does not require {distribution}")
+
+
+def _bounds(specifiers: SpecifierSet) -> tuple[Version, Version]:
+    lower = [Version(s.version) for s in specifiers if s.operator == ">="]
+    upper = [Version(s.version) for s in specifiers if s.operator == "<"]
+    assert len(lower) == len(upper) == 1, f"not a '>=a,<b' range: {specifiers}"
+    return lower[0], upper[0]
+
+
+@pytest.mark.parametrize("module", COMPAT_MODULES, ids=lambda module: _where(module))
+def test_the_pins_allow_only_versions_the_workaround_was_checked_against(
+    module: ModuleType,
+) -> None:
+    pinned = _requirement(module.DISTRIBUTION).specifier
+    low, high = _bounds(pinned)
+    checked_low, checked_high = _bounds(SpecifierSet(module.SUPPORTED))
+    _check(
+        module,
+        checked_low <= low and high <= checked_high,
+        f"pyproject.toml allows {module.DISTRIBUTION}{pinned}, beyond {module.SUPPORTED}",
     )
 
 
