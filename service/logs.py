@@ -6,6 +6,7 @@ request headers are never logged, so bearer tokens cannot leak.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 import time
@@ -29,12 +30,18 @@ _statements: ContextVar[list[int] | None] = ContextVar("statements", default=Non
 _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+def _rfc3339(created: float) -> str:
+    """``2003-04-12T08:30:00.123Z``: UTC with milliseconds, as the API writes its times."""
+    moment = dt.datetime.fromtimestamp(created, dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message and any ``extra`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": _rfc3339(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

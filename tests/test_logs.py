@@ -166,3 +166,9 @@ def test_migrations_log_json_when_asked(backend: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     entries = [orjson.loads(line) for line in result.stderr.splitlines()]
     assert any(entry["logger"].startswith("alembic") for entry in entries), entries
+
+
+def test_json_lines_carry_rfc3339_utc_times_with_milliseconds() -> None:
+    record = logging.makeLogRecord({"msg": "x", "created": 1_049_956_200.1234})
+    entry = orjson.loads(JSONFormatter().format(record))
+    assert entry["time"] == "2003-04-10T06:30:00.123Z"
