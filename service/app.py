@@ -19,7 +19,7 @@ from quart_schema import QuartSchema
 
 from service import __version__, auth, cli, cors, http, jobs, logs, metrics
 from service.asgi import ServiceApp
-from service.compat.hypercorn import exit_serving, in_hypercorn_worker
+from service.compat.hypercorn import exit_serving, loading_in_hypercorn
 from service.db import Database
 from service.errors import register_error_handlers
 from service.logs import configure_logging
@@ -108,5 +108,5 @@ def _settings(overrides: Mapping[str, Any] | None) -> Settings:
 # app must be a module attribute; building it here for any other importer would tune that
 # process's garbage collector (service.serve). When service.serve is what the worker loads,
 # it is already importing and builds the app itself.
-if in_hypercorn_worker() and "service.serve" not in sys.modules:
+if loading_in_hypercorn() and "service.serve" not in sys.modules:
     from service.serve import app as app

@@ -9,6 +9,8 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import multiprocessing
+import multiprocessing.util
 import threading
 import tomllib
 from collections.abc import Callable
@@ -359,6 +361,28 @@ def test_hypercorn_workers_load_the_app_through_load_application() -> None:
             f"{worker_module.__name__} no longer loads the app with load_application",
         )
     _check(compat_hypercorn, not compat_hypercorn.in_hypercorn_worker(), "a test is a worker")
+
+
+def test_a_spawned_event_is_five_named_semaphores_a_worker_can_release() -> None:
+    event = multiprocessing.get_context("spawn").Event()
+    try:
+        semaphores = compat_hypercorn.event_semaphores(event)
+    except AttributeError as error:
+        _check(compat_hypercorn, False, f"multiprocessing's Event changed shape ({error})")
+    names = [getattr(semaphore._semlock, "name", None) for semaphore in semaphores]
+    _check(compat_hypercorn, all(names), "multiprocessing's semaphores no longer carry names")
+    _check(compat_hypercorn, compat_hypercorn.release_semaphores(event), "nothing was released")
+    _check(
+        compat_hypercorn,
+        not compat_hypercorn.release_semaphores(event),
+        "a second release must report that another worker released them first",
+    )
+    # This process made the event, so it would unlink the names again at collection; a
+    # Hypercorn worker only holds copies, and the main process that made them is ended.
+    registry = getattr(multiprocessing.util, "_finalizer_registry", {})
+    for finalizer in list(registry.values()):
+        if getattr(finalizer, "_args", None) in {(name,) for name in names}:
+            finalizer.cancel()
 
 
 def test_every_compat_module_documents_its_contract() -> None:
