@@ -152,6 +152,25 @@ def abort(writer: asyncio.StreamWriter) -> None:
 
 
 @dataclass
+class Outcome:
+    """One request of a load: what was sent when, and what came back (or why nothing did)."""
+
+    kind: str
+    started: float
+    ended: float
+    response: Response | None
+    error: str | None = None
+
+    @property
+    def status(self) -> int | None:
+        return self.response.status if self.response else None
+
+    @property
+    def latency(self) -> float:
+        return self.ended - self.started
+
+
+@dataclass
 class Client:
     """One keep-alive connection, reopened as needed. Not for concurrent use: one per worker."""
 

@@ -37,7 +37,7 @@ from tests.live import LiveServer, _children
 from tests.reliability import database, rawhttp
 from tests.reliability.cluster import Cluster, needs_postgres_binaries
 from tests.reliability.contract import problem_issues
-from tests.reliability.rawhttp import Client, IncompleteResponseError, Response
+from tests.reliability.rawhttp import Client, IncompleteResponseError, Outcome, Response
 from tests.reliability.report import Section
 from tests.reliability.server import hypercorn
 
@@ -338,23 +338,6 @@ def _signal_cluster(cluster: Cluster, signum: signal.Signals) -> None:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
-
-
-@dataclass
-class Outcome:
-    kind: str
-    started: float
-    ended: float
-    response: Response | None
-    error: str | None = None
-
-    @property
-    def status(self) -> int | None:
-        return self.response.status if self.response else None
-
-    @property
-    def latency(self) -> float:
-        return self.ended - self.started
 
 
 async def _one(client: Client, kind: str, serial: int) -> Outcome:

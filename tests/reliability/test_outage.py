@@ -29,7 +29,7 @@ from tests.live import LiveServer
 from tests.reliability import database
 from tests.reliability.cluster import Cluster, needs_postgres_binaries
 from tests.reliability.contract import problem_issues
-from tests.reliability.rawhttp import Client, IncompleteResponseError, Response
+from tests.reliability.rawhttp import Client, IncompleteResponseError, Outcome, Response
 from tests.reliability.report import Section
 from tests.reliability.server import hypercorn
 
@@ -59,23 +59,6 @@ ENDPOINTS = (
     ("GET", "/ready"),
     ("POST", "/records"),
 )
-
-
-@dataclass
-class Outcome:
-    kind: str
-    started: float
-    ended: float
-    response: Response | None
-    error: str | None = None
-
-    @property
-    def status(self) -> int | None:
-        return self.response.status if self.response else None
-
-    @property
-    def latency(self) -> float:
-        return self.ended - self.started
 
 
 @dataclass
