@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Quart
+from quart.ctx import RequestContext
+from quart.typing import ResponseReturnValue
 
 from service.compat.quart import RequestTaskHTTPConnection
 from service.db import EXTENSION_KEY, Database
@@ -50,6 +52,19 @@ class ServiceApp(Quart):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._ensured_async: dict[Callable[..., Any], Callable[..., Awaitable[Any]]] = {}
+
+    async def dispatch_request(
+        self, request_context: RequestContext | None = None
+    ) -> ResponseReturnValue:
+        """The view's answer; a read that failed on a read replica is served again, once,
+        from the primary (nothing has been sent to the client yet)."""
+        try:
+            return await super().dispatch_request(request_context)
+        except Exception as error:
+            database: Database | None = self.extensions.get(EXTENSION_KEY)
+            if database is None or not await database.reopen_on_primary(error):
+                raise
+        return await super().dispatch_request(request_context)
 
     def ensure_async(self, func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         """Quart asks, for every hook of every request, whether it is a coroutine function

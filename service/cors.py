@@ -8,8 +8,15 @@ from quart_cors import cors
 from service.settings import Settings
 
 ALLOW_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
-ALLOW_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID")
-EXPOSE_HEADERS = ("ETag", "Location", "Link", "X-Request-ID", "Retry-After")
+ALLOW_HEADERS = (
+    "Authorization",
+    "Consistency-Token",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "X-Request-ID",
+)
+EXPOSE_HEADERS = ("Consistency-Token", "ETag", "Location", "Link", "X-Request-ID", "Retry-After")
 
 
 def init_app(app: Quart, settings: Settings) -> None:

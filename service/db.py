@@ -10,17 +10,18 @@ never creates a session, so a task that forgot its scope fails loudly instead of
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
-from quart import Quart, current_app, request
+from quart import Quart, Response, current_app, request
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -29,16 +30,33 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
+from sqlalchemy.sql import ClauseElement
 
 from service.compat import aiosqlite as compat_aiosqlite
 from service.compat.asyncpg import CancellableConnection
-from service.compat.sqlalchemy import FairQueuePool, scoped_sessions, transaction_has_connection
+from service.compat.sqlalchemy import (
+    FairQueuePool,
+    engines_in_use,
+    reads_only,
+    scoped_sessions,
+    transaction_has_connection,
+)
 from service.logs import StatementWatch
+from service.replicas import (
+    TOKEN_HEADER,
+    Replica,
+    ReplicaSet,
+    read_again_on_primary,
+    read_primary_position,
+)
 from service.settings import Settings
 
 EXTENSION_KEY = "db"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Requests whose session may read from a replica (when there are any).
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 # Execution option read by the SQLite ``begin`` hook: writers take the write lock up front.
 SQLITE_BEGIN = "sqlite_begin"
@@ -48,11 +66,15 @@ _READ_OPTIONS = {SQLITE_BEGIN: "DEFERRED"}
 # statement still sees one consistent snapshot; a read of several statements may see a
 # write that committed between them (READ COMMITTED allows that inside a transaction too).
 _POSTGRES_READ_OPTIONS = {"isolation_level": "AUTOCOMMIT"}
+_AUTOCOMMIT = _POSTGRES_READ_OPTIONS
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # How often a PostgreSQL backend checks, while it works, that the service is still connected.
 CLIENT_CHECK_SECONDS = 1.0
 # How long dispose() waits for the threads of stopped SQLite connections to finish their work.
 SQLITE_THREAD_GRACE_SECONDS = 10.0
+
+
+logger = logging.getLogger(__name__)
 
 
 class NoSessionError(RuntimeError):
@@ -63,8 +85,10 @@ class SessionInUseError(RuntimeError):
     """session_scope() was entered in a task that already owns a session."""
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """Create the engine: the options both backends share, then each backend's own."""
+def create_engine(settings: Settings, url: URL | None = None) -> AsyncEngine:
+    """Create the engine of ``url`` (default: the primary's): the options both backends
+    share, then each backend's own."""
+    url = url or settings.database_url
     shared: dict[str, Any] = {
         "echo": settings.DB_ECHO,
         "hide_parameters": True,
@@ -77,17 +101,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
     }
     if settings.is_sqlite:
         engine = create_async_engine(
-            settings.database_url,
-            **shared,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            url, **shared, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
         event.listen(engine.sync_engine, "do_connect", _use_stop_once_connection)
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
     else:
-        engine = create_async_engine(
-            settings.database_url, **shared, connect_args=_pg_connect_args(settings)
-        )
+        engine = create_async_engine(url, **shared, connect_args=_pg_connect_args(settings))
         event.listen(engine.sync_engine, "do_connect", _use_shielded_connect)
         event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine
@@ -218,6 +238,37 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+class RoutingSession(Session):
+    """The session class when read replicas are configured (SQLAlchemy's way to route an
+    ``AsyncSession``: ``get_bind`` of its ``sync_session_class``).
+
+    A session given a ``replica`` sends that replica its plain SELECTs, and the primary
+    everything else: flushes, writes, ``FOR UPDATE``, raw SQL and ``connection()``. Only the
+    sessions of GET and HEAD requests, and scopes that ask for it, are given one.
+    """
+
+    replica: Replica | None = None
+    # Whether a commit succeeded: a write response then carries a consistency token.
+    committed = False
+
+    def get_bind(
+        self,
+        mapper: Any = None,
+        *,
+        clause: ClauseElement | None = None,
+        **kw: Any,
+    ) -> Engine | Connection:
+        replica = self.replica
+        if replica is not None and clause is not None and reads_only(clause):
+            return replica.sync_engine
+        return super().get_bind(mapper, clause=clause, **kw)
+
+
+@event.listens_for(RoutingSession, "after_commit")
+def _remember_commit(session: Session) -> None:
+    session.committed = True  # type: ignore[attr-defined]
+
+
 class Database:
     """The engine, the sessionmaker and the task-scoped registry of one app or one script."""
 
@@ -226,7 +277,13 @@ class Database:
         self._engine: AsyncEngine | None = None
         # Counts and times statements across engines (dispose() and a later use make a new one).
         self.statements = StatementWatch(settings)
+        # Read replicas (service.replicas); without them, the plain Session and no routing.
+        self.replicas: ReplicaSet | None = None
         self.sessionmaker = async_sessionmaker(expire_on_commit=False)
+        if settings.DATABASE_REPLICA_URLS:
+            self.replicas = ReplicaSet(settings, self._replica_engine)
+            self.sessionmaker.configure(sync_session_class=RoutingSession)
+        self._routing = self.replicas is not None
         self.scoped = async_scoped_session(self.sessionmaker, scopefunc=asyncio.current_task)
         # Closes that outlived a cancelled caller; kept referenced so they run to the end.
         self._closing: set[asyncio.Task[None]] = set()
@@ -246,6 +303,11 @@ class Database:
             self.sessionmaker.configure(bind=self._engine)
         return self._engine
 
+    def _replica_engine(self, url: URL) -> AsyncEngine:
+        engine = create_engine(self.settings, url)
+        self.statements.attach(engine)
+        return engine
+
     @property
     def pool(self) -> Pool | None:
         """The engine's pool; None while there is no engine (nothing is created for it)."""
@@ -260,6 +322,8 @@ class Database:
         self.engine  # noqa: B018 - create the engine before rebinding the sessionmaker
         self.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
         self._read_options = _READ_OPTIONS
+        # Replicas cannot see a transaction that is never committed.
+        self._routing = False
 
     async def wait_for_closes(self) -> None:
         """Wait for session closes that outlived the (cancelled) tasks that started them."""
@@ -269,6 +333,8 @@ class Database:
     async def dispose(self) -> None:
         """Let pending closes finish, then close every pooled connection."""
         await self.wait_for_closes()
+        if self.replicas is not None:
+            await self.replicas.dispose()
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -294,15 +360,19 @@ class Database:
         session = scoped_sessions(self.scoped).get(task)
         return session is not None and transaction_has_connection(session)
 
-    def open_session(self, *, writes: bool) -> AsyncSession:
-        """Register a new session for the current task and return it."""
+    def open_session(self, *, writes: bool, replica: Replica | None = None) -> AsyncSession:
+        """Register a new session for the current task and return it; its plain reads go to
+        ``replica`` when one is given."""
         if self.scoped.registry.has():
             raise SessionInUseError(
                 "this task already has a session; nested scopes need a task of their own"
             )
         self.engine  # noqa: B018 - binds the sessionmaker on first use
         options = _WRITE_OPTIONS if writes else self._read_options
-        return self.scoped(execution_options=options)
+        session = self.scoped(execution_options=options)
+        if replica is not None:
+            session.sync_session.replica = replica  # type: ignore[attr-defined]
+        return session
 
     def session(self) -> AsyncSession:
         """The current task's session; raises NoSessionError instead of creating one."""
@@ -332,14 +402,24 @@ class Database:
 
     @asynccontextmanager
     async def session_scope(
-        self, *, commit: bool = False, writes: bool = True
+        self,
+        *,
+        commit: bool = False,
+        writes: bool = True,
+        reads: Literal["primary", "replica"] = "primary",
     ) -> AsyncIterator[AsyncSession]:
         """Give the current task its own session for the block, removed at exit.
 
         Nothing is committed unless ``commit=True`` (then only if the block succeeds);
-        whatever is left uncommitted is rolled back.
+        whatever is left uncommitted is rolled back. Its reads go to the primary unless
+        ``reads="replica"`` (then to a healthy replica, if there is one; writes still go to
+        the primary).
         """
-        session = self.open_session(writes=writes)
+        replica = None
+        if reads == "replica" and self.replicas is not None and self._routing:
+            await self.replicas.ensure_checked(self.engine)
+            replica = self.replicas.pick(None)
+        session = self.open_session(writes=writes, replica=replica)
         try:
             yield session
             if commit:
@@ -352,8 +432,14 @@ class Database:
     def init_app(self, app: Quart) -> None:
         """Open a session per request and remove it at teardown; dispose at shutdown."""
         app.extensions[EXTENSION_KEY] = self
-        app.before_request(self._open_request_session)
-        app.teardown_request(self._remove_request_session)
+        if self.replicas is None:
+            app.before_request(self._open_request_session)
+            app.teardown_request(self._remove_request_session)
+        else:
+            app.before_serving(self._start_replica_checks)
+            app.before_request(self._open_routed_request_session)
+            app.after_request(self._attach_consistency_token)
+            app.teardown_request(self._remove_routed_request_session)
         app.after_serving(self.dispose)
 
     async def _open_request_session(self) -> None:
@@ -361,6 +447,85 @@ class Database:
 
     async def _remove_request_session(self, _exc: BaseException | None) -> None:
         await self.remove_session()
+
+    # -- the request hooks with read replicas ---------------------------------------------------
+
+    async def _start_replica_checks(self) -> None:
+        assert self.replicas is not None
+        self.replicas.start_checking(self.engine)
+
+    async def _open_routed_request_session(self) -> None:
+        """A GET or HEAD request reads from one replica for all its statements: the one its
+        consistency token allows, if any (service.replicas)."""
+        replica = None
+        if self._routing and request.method in READ_METHODS:
+            assert self.replicas is not None
+            replica = self.replicas.pick(request.headers.get(TOKEN_HEADER))
+        self.open_session(writes=request.method in WRITE_METHODS, replica=replica)
+
+    async def _remove_routed_request_session(self, _exc: BaseException | None) -> None:
+        if request.method in READ_METHODS and self.scoped.registry.has():
+            self._count_read(self.scoped.registry())
+        await self.remove_session()
+
+    def _count_read(self, session: AsyncSession) -> None:
+        """Count a read request against each server it read from."""
+        assert self.replicas is not None
+        used = engines_in_use(session)
+        if not used:
+            return
+        replica: Replica | None = session.sync_session.replica  # type: ignore[attr-defined]
+        if replica is not None and replica.sync_engine in used:
+            replica.reads += 1
+        if self.engine.sync_engine in used:
+            self.replicas.primary_reads += 1
+
+    async def reopen_on_primary(self, error: BaseException) -> bool:
+        """After ``error`` ended a read on a replica (before any response was sent): give the
+        request a new session on the primary and say whether to serve it again. Once only."""
+        if self.replicas is None or not self.scoped.registry.has():
+            return False
+        session = self.scoped.registry()
+        replica: Replica | None = session.sync_session.replica  # type: ignore[attr-defined]
+        if replica is None or not read_again_on_primary(error):
+            return False
+        self.replicas.read_failed(replica, error)
+        logger.warning(
+            "a read on replica %s failed (%s); reading again on the primary",
+            replica.name,
+            type(error).__name__,
+        )
+        await self._remove_routed_request_session(error)
+        self.open_session(writes=False)
+        return True
+
+    async def _attach_consistency_token(self, response: Response) -> Response:
+        """A write that committed answers with the primary's WAL position after its commit."""
+        if request.method not in WRITE_METHODS or response.status_code >= 400:
+            return response
+        if not self.scoped.registry.has():
+            return response
+        session = self.scoped.registry()
+        if session.sync_session.committed:  # type: ignore[attr-defined]
+            token = await self._consistency_token(session)
+            if token is not None:
+                response.headers[TOKEN_HEADER] = token
+        return response
+
+    async def _consistency_token(self, session: AsyncSession) -> str | None:
+        assert self.replicas is not None
+        try:
+            if self._routing and not session.in_transaction():
+                connection = await session.connection(execution_options=_AUTOCOMMIT)
+            else:
+                connection = await session.connection()
+            position = await read_primary_position(connection)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            # The write is committed: it answers without a token, and its client's next read
+            # may be served by a replica that has not replayed it yet.
+            logger.warning("no consistency token for this write (%s)", type(error).__name__)
+            return None
+        return self.replicas.token(position)
 
 
 def get_database(app: Quart | None = None) -> Database:

@@ -45,6 +45,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(DatabaseCollector(app))
+        if app.config["SETTINGS"].DATABASE_REPLICA_URLS:
+            self.registry.register(ReplicaCollector(app))
         # The children of each label set: prometheus_client's labels() validates, converts
         # and locks on every call. Bounded: methods x URL rules x statuses.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -119,6 +121,44 @@ class DatabaseCollector(Collector):
             sessions,
         )
         yield CounterMetricFamily("db_queries", "SQL statements sent to the database.", queries)
+
+
+class ReplicaCollector(Collector):
+    """Where reads went, and each replica's health and lag, read at scrape time."""
+
+    def __init__(self, app: Quart) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        replicas = get_database(self.app).replicas
+        assert replicas is not None
+        reads = CounterMetricFamily(
+            "db_reads",
+            "Read (GET, HEAD) requests that used the database, by the server they read from.",
+            labels=("target",),
+        )
+        reads.add_metric(("primary",), replicas.primary_reads)
+        healthy = GaugeMetricFamily(
+            "db_replica_healthy", "1 while a replica takes reads.", labels=("replica",)
+        )
+        lag_bytes = GaugeMetricFamily(
+            "db_replica_lag_bytes",
+            "WAL bytes the primary had at the last check that a replica had not replayed.",
+            labels=("replica",),
+        )
+        lag_seconds = GaugeMetricFamily(
+            "db_replica_lag_seconds",
+            "How long a replica has been missing WAL the primary had, at the last check.",
+            labels=("replica",),
+        )
+        for replica in replicas.replicas:
+            reads.add_metric((replica.name,), replica.reads)
+            healthy.add_metric((replica.name,), int(replica.healthy))
+            if replica.lag_bytes is not None:
+                lag_bytes.add_metric((replica.name,), replica.lag_bytes)
+            if replica.lag_seconds is not None:
+                lag_seconds.add_metric((replica.name,), replica.lag_seconds)
+        yield from (reads, healthy, lag_bytes, lag_seconds)
 
 
 def get_metrics(app: Quart | None = None) -> Metrics:

@@ -11,8 +11,9 @@ from typing import Any
 from quart_schema.openapi import OpenAPIProvider
 from werkzeug.routing import BaseConverter, Rule
 
-from service.db import WRITE_METHODS
+from service.db import READ_METHODS, WRITE_METHODS
 from service.http import MAX_ID, IdConverter
+from service.replicas import TOKEN_HEADER
 from service.schemas.common import Problem
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -30,6 +31,23 @@ _DESCRIPTIONS = {
 _READ_ERRORS = (404, 422, 503)
 _WRITE_ERRORS = (400, 401, 404, 409, 412, 413, 415, 422, 503)
 _NO_DATABASE = frozenset({"/health", "/metrics", "/openapi.json", "/docs"})
+_TOKEN_DESCRIPTION = (
+    "Read replicas only (README, 'Read replicas'): an opaque token naming the primary's WAL "
+    "position after this write committed. Send it with later reads to see this write."
+)
+TOKEN_RESPONSE_HEADER = {"description": _TOKEN_DESCRIPTION, "schema": {"type": "string"}}
+TOKEN_PARAMETER = {
+    "name": TOKEN_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "The latest Consistency-Token this client received from a write: the read is served "
+        "by a replica that has that write, else by the primary. Without it a replica may "
+        "answer with data up to REPLICA_MAX_LAG_SECONDS old. Never an error: an invalid "
+        "or expired token reads from the primary."
+    ),
+    "schema": {"type": "string"},
+}
 
 
 def _problem(status: int) -> dict[str, Any]:
@@ -69,6 +87,8 @@ class ServiceOpenAPIProvider(OpenAPIProvider):
         if path not in _NO_DATABASE:
             for status in _WRITE_ERRORS if method in WRITE_METHODS else _READ_ERRORS:
                 responses.setdefault(status, _problem(status))
+            if method in WRITE_METHODS:
+                responses = _with_token_header(responses)
         if path == "/metrics":
             text = {"text/plain": {"schema": {"type": "string"}}}
             responses[200] = {"description": "Prometheus text format", "content": text}
@@ -77,4 +97,16 @@ class ServiceOpenAPIProvider(OpenAPIProvider):
             completed["requestBody"] = {**operation["requestBody"], "required": True}
         if method in WRITE_METHODS:
             completed["security"] = [{"bearer": []}]
+        if method in READ_METHODS and path not in _NO_DATABASE:
+            completed["parameters"] = [*operation.get("parameters", ()), TOKEN_PARAMETER]
         return completed
+
+
+def _with_token_header(responses: dict[Any, Any]) -> dict[Any, Any]:
+    """Successful write responses carry the consistency token."""
+    completed = dict(responses)
+    for status, response in responses.items():
+        if str(status).startswith("2"):
+            headers = {**response.get("headers", {}), TOKEN_HEADER: TOKEN_RESPONSE_HEADER}
+            completed[status] = {**response, "headers": headers}
+    return completed

@@ -9,11 +9,8 @@ reaches a statement: every cursor string is a page or a 422.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import functools
-import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -38,6 +35,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from service.errors import FieldError, validation_error
 from service.settings import Settings
+from service.signing import sign, unsign
 
 # Any SELECT, whatever its columns (Select is generic over the column types).
 AnySelect = Select[*tuple[Any, ...]]
@@ -122,33 +120,20 @@ def _secret() -> bytes:
     return settings.CURSOR_SECRET.encode()
 
 
-def _signature(payload: bytes) -> bytes:
-    digest = hmac.new(_secret(), payload, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(digest).rstrip(b"=")
-
-
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def encode_cursor(order: str, value: Any, row_id: int) -> str:
-    payload = orjson.dumps([order, _jsonable(value), row_id])
-    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-    return f"{body}.{_signature(payload).decode()}"
+    return sign(_secret(), orjson.dumps([order, _jsonable(value), row_id]))
 
 
 def decode_cursor(cursor: str, key: SortKey, order: str) -> tuple[Any, int]:
     """The (value, id) a cursor resumes after; 422 when it was altered, is for another
     order, or carries values its order's columns cannot hold."""
     invalid = validation_error([FieldError("cursor", "the cursor is invalid or was altered")])
-    body, _, signature = cursor.partition(".")
-    if not (body.isascii() and signature.isascii()):
-        raise invalid
-    try:
-        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except ValueError:
-        raise invalid from None
-    if not hmac.compare_digest(signature.encode(), _signature(payload)):
+    payload = unsign(_secret(), cursor)
+    if payload is None:
         raise invalid
     try:
         cursor_order, value, row_id = _CursorEnvelope.validate_json(payload)

@@ -64,8 +64,14 @@ class Settings(BaseSettings):
     BULK_MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1)
     CURSOR_SECRET: str = Field(default=DEVELOPMENT_CURSOR_SECRET, min_length=8, repr=False)
     BACKGROUND_JOB_INTERVAL: float = Field(default=0, ge=0)
+    # Read replicas (README, "Read replicas"): none by default.
+    DATABASE_REPLICA_URLS: Annotated[tuple[str, ...], NoDecode, Field(repr=False)] = ()
+    REPLICA_MAX_LAG_BYTES: int = Field(default=16 * 1024 * 1024, ge=0)
+    REPLICA_MAX_LAG_SECONDS: float = Field(default=10.0, gt=0, le=86_400)
+    REPLICA_CHECK_INTERVAL: float = Field(default=1.0, gt=0, le=3_600)
+    READ_TOKEN_TTL: float = Field(default=300.0, gt=0, le=86_400 * 7)
 
-    @field_validator("API_TOKENS", "CORS_ORIGINS", mode="before")
+    @field_validator("API_TOKENS", "CORS_ORIGINS", "DATABASE_REPLICA_URLS", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -95,6 +101,18 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str) -> str:
         return async_database_url(value).render_as_string(hide_password=False)
 
+    @field_validator("DATABASE_REPLICA_URLS")
+    @classmethod
+    def _postgresql_replicas(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        primary = info.data.get("DATABASE_URL")
+        if value and primary is not None and make_url(primary).get_backend_name() != "postgresql":
+            raise ValueError("read replicas need a PostgreSQL DATABASE_URL")
+        replicas = tuple(async_database_url(raw) for raw in value)
+        for replica in replicas:
+            if replica.get_backend_name() != "postgresql":
+                raise ValueError(f"not a PostgreSQL URL: {replica.render_as_string()!r}")
+        return tuple(replica.render_as_string(hide_password=False) for replica in replicas)
+
     @property
     def database_url(self) -> URL:
         return make_url(self.DATABASE_URL)
@@ -102,6 +120,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.get_backend_name() == "sqlite"
+
+    @property
+    def replica_urls(self) -> tuple[URL, ...]:
+        return tuple(make_url(raw) for raw in self.DATABASE_REPLICA_URLS)
 
     @property
     def signs_with_development_secret(self) -> bool:

@@ -25,6 +25,7 @@ import hypercorn.utils
 import pytest
 import quart.asgi
 import quart_schema.conversion
+import sqlalchemy
 import sqlalchemy.util.concurrency
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -199,6 +200,31 @@ async def test_sqlalchemy_session_transaction_and_scoped_registry_answer(
                 compat_sqlalchemy.transaction_has_connection(session),
                 "SessionTransaction._connections no longer lists the checked-out connection",
             )
+            _check(
+                compat_sqlalchemy,
+                compat_sqlalchemy.engines_in_use(session) == {db.engine.sync_engine},
+                "SessionTransaction._connections is no longer keyed on each engine",
+            )
+
+
+def test_sqlalchemy_selects_say_whether_they_lock_rows() -> None:
+    table = sqlalchemy.table("t", sqlalchemy.column("a"))
+    plain, locking = select(table), select(table).with_for_update()
+    _check(
+        compat_sqlalchemy,
+        compat_sqlalchemy.reads_only(plain) and compat_sqlalchemy.reads_only(plain.union(plain)),
+        "a plain SELECT is no longer recognised (is_select, _for_update_arg)",
+    )
+    _check(
+        compat_sqlalchemy,
+        not compat_sqlalchemy.reads_only(locking),
+        "Select._for_update_arg no longer records FOR UPDATE",
+    )
+    _check(
+        compat_sqlalchemy,
+        not compat_sqlalchemy.reads_only(sqlalchemy.insert(table).values(a=1)),
+        "an INSERT is taken for a plain SELECT",
+    )
 
 
 # -- aiosqlite -------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ Private names relied on:
   queue method called from the pool's synchronous code waits on the event loop;
 - ``QueuePool._queue_class`` and ``QueuePool._pool``: the queue class a pool is built on, and
   the pool's instance of it;
-- ``SessionTransaction._connections``: the connections a session transaction has checked out;
+- ``SessionTransaction._connections``: the connections a session transaction has checked out
+  (keyed on each ``Connection`` and on its ``Engine``);
+- ``GenerativeSelect._for_update_arg``: whether a SELECT locks its rows (``FOR UPDATE``);
 - ``ScopedRegistry.registry`` (``scoped_session.registry.registry``): the dict of sessions a
   scoped session holds, keyed on its scope function's value.
 - ``_sqla_logger_namespace``: the class attribute ``sqlalchemy.log`` reads to name the logger
@@ -30,6 +32,11 @@ Why:
   and "Pool recreating" at INFO as ``service.compat.sqlalchemy.FairQueuePool``, among the
   service's own lines and at its level; SQLAlchemy's own pools log under ``sqlalchemy.pool``,
   which it keeps at WARNING unless asked for more. It goes with ``FairQueuePool``.
+- ``engines_in_use``: which servers a request read from, counted per target when read
+  replicas are configured (``service.db``); same reason, same condition.
+- ``reads_only``: a SELECT that locks rows must go to the primary (``service.db``
+  ``RoutingSession``); ``Select`` has no public accessor for its ``FOR UPDATE`` clause. It can
+  go when one exists.
 - ``scoped_sessions``: counts sessions in flight and finds another task's session, which
   ``async_scoped_session`` only offers for the current scope. No upstream issue.
 """
@@ -41,6 +48,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import queue as sqla_queue
@@ -140,6 +148,21 @@ def transaction_has_connection(session: AsyncSession) -> bool:
     """
     transaction = session.sync_session.get_transaction()
     return transaction is not None and bool(transaction._connections)
+
+
+def engines_in_use(session: AsyncSession) -> frozenset[Engine]:
+    """The engines whose connections ``session``'s transaction holds right now."""
+    transaction = session.sync_session.get_transaction()
+    if transaction is None:
+        return frozenset()
+    return frozenset(key for key in transaction._connections if isinstance(key, Engine))
+
+
+def reads_only(statement: Any) -> bool:
+    """Whether ``statement`` is a SELECT (or UNION of them) that takes no row locks."""
+    return bool(getattr(statement, "is_select", False)) and (
+        getattr(statement, "_for_update_arg", None) is None
+    )
 
 
 def scoped_sessions(scoped: async_scoped_session[AsyncSession]) -> Mapping[Any, AsyncSession]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from quart import Blueprint, Response, current_app
 from quart_schema import document_response
 from sqlalchemy import inspect, text
@@ -49,12 +49,30 @@ class ServiceInfo(BaseModel):
     links: dict[str, str]
 
 
+class ReplicaHealth(BaseModel):
+    """What the last check of one read replica found."""
+
+    name: str = Field(description="host:port")
+    healthy: bool = Field(description="whether it takes reads")
+    lag_bytes: int | None = Field(description="WAL bytes behind the primary; null: unknown")
+    lag_seconds: float | None = Field(description="how long it has been behind; null: unknown")
+    error: str | None = Field(description="why it takes no reads")
+
+
 class Readiness(BaseModel):
     """The database answers and its schema is at the Alembic head."""
 
     status: str
     database: str
     migrations: str
+
+
+class ReadinessWithReplicas(Readiness):
+    """With read replicas configured, ``replicas`` and ``degraded`` (the names of those taking
+    no reads) are added; a degraded replica does not make the service unready."""
+
+    replicas: list[ReplicaHealth] = Field(default_factory=list)
+    degraded: list[str] = Field(default_factory=list)
 
 
 @functools.cache
@@ -116,7 +134,7 @@ async def index() -> ServiceInfo:
 
 
 @blueprint.get("/ready")
-@document_response(Readiness)
+@document_response(ReadinessWithReplicas)
 @document_response(Problem, 503)
 async def ready() -> Readiness:
     """Report whether the database answers and its schema is at the Alembic head (else 503)."""
@@ -134,7 +152,25 @@ async def ready() -> Readiness:
             f"migrations: database at {_describe(stored)}, head is {_describe(head)}; "
             f"{UPGRADE_HINT}"
         )
-    return Readiness(status="ready", database="ok", migrations="head")
+    replicas = get_database().replicas
+    if replicas is None:
+        return Readiness(status="ready", database="ok", migrations="head")
+    return ReadinessWithReplicas(
+        status="ready",
+        database="ok",
+        migrations="head",
+        replicas=[
+            ReplicaHealth(
+                name=replica.name,
+                healthy=replica.healthy,
+                lag_bytes=replica.lag_bytes,
+                lag_seconds=replica.lag_seconds,
+                error=replica.error,
+            )
+            for replica in replicas.replicas
+        ],
+        degraded=[replica.name for replica in replicas.replicas if not replica.healthy],
+    )
 
 
 @blueprint.get("/metrics")
