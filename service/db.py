@@ -243,8 +243,9 @@ class RoutingSession(Session):
     ``AsyncSession``: ``get_bind`` of its ``sync_session_class``).
 
     A session given a ``replica`` sends that replica its plain SELECTs, and the primary
-    everything else: flushes, writes, ``FOR UPDATE``, raw SQL and ``connection()``. Only the
-    sessions of GET and HEAD requests, and scopes that ask for it, are given one.
+    everything else: flushes, writes, ``FOR UPDATE``, raw SQL, ``connection()`` and whatever
+    SQLAlchemy does not name the statement of (an ORM ``UNION``). Only the sessions of GET
+    and HEAD requests, and scopes that ask for it, are given one.
     """
 
     replica: Replica | None = None

@@ -115,7 +115,8 @@ class ReplicaSet:
         # (primary WAL position, when a check first saw it): dates how far behind a replica is.
         self._history: deque[tuple[int, float]] = deque(maxlen=_HISTORY)
         self._checker: asyncio.Task[None] | None = None
-        self._checked = False
+        # Whether a check has run: until then, no replica takes reads.
+        self.checked = False
 
     # -- engines ------------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class ReplicaSet:
         reads until a check finds it well."""
         if _unreachable(error):
             self._set_unhealthy(replica, f"a read failed: {type(error).__name__}")
-            self._healthy = [r for r in self.replicas if r.healthy]
+            self.refresh()
 
     # -- checking -----------------------------------------------------------------------------
 
@@ -189,7 +190,7 @@ class ReplicaSet:
 
     async def ensure_checked(self, primary: AsyncEngine) -> None:
         """Check once now unless a check has run: for scripts that opt in to replicas."""
-        if not self._checked:
+        if not self.checked:
             self.create_engines()
             await self.check(primary)
 
@@ -202,8 +203,12 @@ class ReplicaSet:
         """Check the primary, then every replica at once, and choose who takes reads."""
         await self._check_primary(primary)
         await asyncio.gather(*(self._check_replica(replica) for replica in self.replicas))
+        self.refresh()
+        self.checked = True
+
+    def refresh(self) -> None:
+        """Take reads from the replicas marked healthy, and only those."""
         self._healthy = [replica for replica in self.replicas if replica.healthy]
-        self._checked = True
 
     async def _check_primary(self, primary: AsyncEngine) -> None:
         try:
