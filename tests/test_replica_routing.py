@@ -72,7 +72,7 @@ async def test_without_replicas_nothing_is_routed_or_added(app: Quart) -> None:
     assert TOKEN_HEADER not in created.headers
     ready = await (await client.get("/ready")).get_json()
     assert set(ready) == {"status", "database", "migrations"}
-    metrics = (await (await client.get("/metrics")).get_data()).decode()
+    metrics = await (await client.get("/metrics")).get_data(as_text=True)
     assert "db_reads" not in metrics and "db_replica" not in metrics
 
 
