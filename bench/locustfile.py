@@ -3,8 +3,10 @@
 Readers (most users) browse: the list of countries, a country's records, page after page
 by following ``next_cursor``, single records (re-read with ``If-None-Match``, as a caching
 client does), country summaries, ``/stats`` and ``/stats/daily``. Writers (only with a
-token) create records for a country of their own, correct some of them with ``PATCH`` and
-``If-Match``, and delete their country (``?cascade=true``) when they stop.
+token) create records for a country of their own, read them back, correct some of them with
+``PATCH`` and ``If-Match``, and delete their country (``?cascade=true``) when they stop. With
+read replicas, a writer's reads carry its latest write's ``Consistency-Token`` (README, "Read
+replicas"): reading back its own record never misses it.
 
     locust -f bench/locustfile.py --host http://127.0.0.1:8000            # web UI on :8089
     LOCUST_API_TOKEN=secret locust -f bench/locustfile.py --host https://api.example.org \\
@@ -28,6 +30,7 @@ from locust import HttpUser, between, task
 TOKEN = os.environ.get("LOCUST_API_TOKEN", "")
 KEEP_DATA = os.environ.get("LOCUST_KEEP_DATA", "") not in ("", "0")
 MAX_COUNTRY_PAGES = 5
+TOKEN_HEADER = "Consistency-Token"
 
 
 class Reader(HttpUser):
@@ -145,6 +148,12 @@ class Writer(HttpUser):
         self.day = 0
         self.cases = 0
         self.created: list[tuple[int, str]] = []  # (id, ETag)
+        self.consistency: dict[str, str] = {}  # the latest write's token, for reads
+
+    def _remember_token(self, response: Any) -> None:
+        token = response.headers.get(TOKEN_HEADER)
+        if token:
+            self.consistency = {TOKEN_HEADER: token}
 
     @task(4)
     def create(self) -> None:
@@ -159,9 +168,25 @@ class Writer(HttpUser):
             if response.status_code != 201:
                 response.failure(f"status {response.status_code}: {response.text[:200]}")
                 return
+            self._remember_token(response)
             record = response.json()
             self.country_id = record["country_id"]
             self.created.append((record["id"], response.headers.get("ETag", "*")))
+
+    @task(2)
+    def read_back(self) -> None:
+        """Read one of this writer's records: it must be there, whichever server answers."""
+        if not self.created:
+            return
+        record_id, _ = random.choice(self.created)
+        with self.client.get(
+            f"/records/{record_id}",
+            headers=self.consistency,
+            name="/records/ID (own)",
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"own record: status {response.status_code}")
 
     @task(1)
     def correct(self) -> None:
@@ -178,6 +203,7 @@ class Writer(HttpUser):
             catch_response=True,
         ) as response:
             if response.status_code == 200:
+                self._remember_token(response)
                 self.created[index] = (record_id, response.headers.get("ETag", "*"))
             elif response.status_code == 412:
                 response.success()

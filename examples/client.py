@@ -3,7 +3,9 @@
 - walks every record concurrently, one cursor walk per country, following ``next_cursor``;
 - creates records with a bearer token;
 - updates with ``If-Match`` and, on 412, re-reads and retries (no update is ever lost);
-- honours ``Retry-After`` on 503 (database unavailable or pool exhausted).
+- honours ``Retry-After`` on 503 (database unavailable or pool exhausted);
+- reads its own writes when the service reads from replicas: each write's ``Consistency-Token``
+  goes with the reads that follow it (README, "Read replicas").
 
 Run it against a running service (its one dependency, httpx, is the ``examples`` extra, which
 scripts/serve.sh installs into .venv):
@@ -16,13 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 MAX_ATTEMPTS = 5
+TOKEN_HEADER = "Consistency-Token"
+# The service's default READ_TOKEN_TTL: an older token would send reads to the primary.
+TOKEN_TTL_SECONDS = 300.0
+READS = frozenset({"GET", "HEAD"})
 
 
 class SarsClient:
@@ -40,6 +48,9 @@ class SarsClient:
             base_url=url, headers=headers, timeout=30, transport=transport
         )
         self.limit = asyncio.Semaphore(concurrency)
+        # The token of the write sent last (of those that returned one), and when it came.
+        self._sent = itertools.count()
+        self._token: tuple[int, str, float] | None = None
 
     async def __aenter__(self) -> SarsClient:
         return self
@@ -50,12 +61,32 @@ class SarsClient:
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send a request; on 503 wait as long as Retry-After says, then try again."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            sent = next(self._sent)
             async with self.limit:
-                response = await self.http.request(method, path, **kwargs)
+                headers = {**self._read_your_writes(method), **kwargs.pop("headers", {})}
+                response = await self.http.request(method, path, headers=headers, **kwargs)
+            self._keep_token(sent, response)
             if response.status_code != 503 or attempt == MAX_ATTEMPTS:
                 return response
             await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
         raise AssertionError("unreachable")
+
+    def _read_your_writes(self, method: str) -> dict[str, str]:
+        """A read carries the latest write's token: served by a replica that has it."""
+        if method not in READS or self._token is None:
+            return {}
+        _, token, received = self._token
+        if time.monotonic() - received > TOKEN_TTL_SECONDS:
+            self._token = None
+            return {}
+        return {TOKEN_HEADER: token}
+
+    def _keep_token(self, sent: int, response: httpx.Response) -> None:
+        # A write's token covers every write acknowledged before that write was sent, so the
+        # one sent last is kept, whatever order concurrent responses arrive in.
+        token = response.headers.get(TOKEN_HEADER)
+        if token is not None and (self._token is None or sent > self._token[0]):
+            self._token = (sent, token, time.monotonic())
 
     async def walk(self, path: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Every item of a list, page by page, following next_cursor to the end."""

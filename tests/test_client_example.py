@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -67,3 +69,35 @@ async def test_retry_after_is_honoured() -> None:
         response = await client.request("GET", "/records")
     assert response.status_code == 200
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.3
+
+
+async def test_reads_carry_the_token_of_the_write_sent_last() -> None:
+    client_module = _example_client()
+    header = client_module.TOKEN_HEADER
+    seen: list[str | None] = []
+    first_write_may_answer = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            seen.append(request.headers.get(header))
+            return httpx.Response(200, json={})
+        body = json.loads(request.content)
+        if body["n"] == 1:
+            # The first write's answer arrives after the second's.
+            await first_write_may_answer.wait()
+        else:
+            first_write_may_answer.set()
+        return httpx.Response(201, json={}, headers={header: f"token-{body['n']}"})
+
+    async with client_module.SarsClient(
+        "http://test", transport=httpx.MockTransport(answer)
+    ) as client:
+        await client.request("GET", "/records")
+        await asyncio.gather(
+            client.request("POST", "/records", json={"n": 1}),
+            client.request("POST", "/records", json={"n": 2}),
+        )
+        await client.request("GET", "/records", headers={"X-Other": "kept"})
+        client_module.TOKEN_TTL_SECONDS = 0.0  # every token is now too old to send
+        await client.request("GET", "/records")
+    assert seen == [None, "token-2", None]
