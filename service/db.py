@@ -290,8 +290,8 @@ class Database:
         self._closing: set[asyncio.Task[None]] = set()
         # A read outside a transaction prepares and runs its statement in two round trips
         # that a transaction pooler may send to two different server connections.
-        autocommit_reads = not settings.is_sqlite and not settings.DB_TRANSACTION_POOLER
-        self._read_options = _POSTGRES_READ_OPTIONS if autocommit_reads else _READ_OPTIONS
+        self._autocommit_reads = not settings.is_sqlite and not settings.DB_TRANSACTION_POOLER
+        self._read_options = _POSTGRES_READ_OPTIONS if self._autocommit_reads else _READ_OPTIONS
 
     # -- engine -----------------------------------------------------------------------------
 
@@ -323,6 +323,7 @@ class Database:
         self.engine  # noqa: B018 - create the engine before rebinding the sessionmaker
         self.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
         self._read_options = _READ_OPTIONS
+        self._autocommit_reads = False
         # Replicas cannot see a transaction that is never committed.
         self._routing = False
 
@@ -516,7 +517,7 @@ class Database:
     async def _consistency_token(self, session: AsyncSession) -> str | None:
         assert self.replicas is not None
         try:
-            if self._routing and not session.in_transaction():
+            if self._autocommit_reads and not session.in_transaction():
                 connection = await session.connection(execution_options=_AUTOCOMMIT)
             else:
                 connection = await session.connection()

@@ -57,6 +57,8 @@ REPLICA_POSITION = text(
     "(SELECT system_identifier FROM pg_control_system()) AS system_id, "
     "(SELECT received_tli FROM pg_stat_wal_receiver) AS timeline"
 )
+# One round trip, outside a transaction; behind a transaction pooler a statement outside a
+# transaction may be prepared on one server connection and run on another, so there: inside.
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 # Primary positions remembered to date a replica's lag, at one per check.
 _HISTORY = 4096
@@ -115,6 +117,7 @@ class ReplicaSet:
         # (primary WAL position, when a check first saw it): dates how far behind a replica is.
         self._history: deque[tuple[int, float]] = deque(maxlen=_HISTORY)
         self._checker: asyncio.Task[None] | None = None
+        self._check_options = {} if settings.DB_TRANSACTION_POOLER else _AUTOCOMMIT
         # Whether a check has run: until then, no replica takes reads.
         self.checked = False
 
@@ -214,7 +217,7 @@ class ReplicaSet:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 async with primary.connect() as connection:
-                    connection = await connection.execution_options(**_AUTOCOMMIT)
+                    connection = await connection.execution_options(**self._check_options)
                     position = await read_primary_position(connection)
         except Exception as error:  # the last known position stays
             logger.debug("replica check: the primary did not answer (%s)", type(error).__name__)
@@ -227,7 +230,7 @@ class ReplicaSet:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 async with replica.engine.connect() as connection:
-                    connection = await connection.execution_options(**_AUTOCOMMIT)
+                    connection = await connection.execution_options(**self._check_options)
                     row = (await connection.execute(REPLICA_POSITION)).one()
         except Exception as error:  # any failure: no reads until it recovers
             self._set_unhealthy(replica, f"check failed: {type(error).__name__}")
