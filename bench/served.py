@@ -17,6 +17,11 @@ worktree); without one, the working tree is measured::
     python -m bench.served --database-url postgresql://postgres@127.0.0.1:5432/bench_xxx
     python -m bench.served --database-url ... --rev HEAD~1 --rev HEAD --endpoints get,list
 
+With ``--replica-url`` (a hot standby of the database's cluster), each revision is measured a
+second time with that replica configured, reads routed to it: what routing costs a request.
+Its health check then runs once, before the requests (``REPLICA_CHECK_INTERVAL`` is an hour):
+its cost is per second and per worker, not per request.
+
 The database must hold records (see ``bench/ladder.py``).
 """
 
@@ -59,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database-url", required=True, help="PostgreSQL with records")
     parser.add_argument("--rev", action="append", default=[], help="git revision (repeatable)")
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="get,list,post")
+    parser.add_argument("--replica-url", help="a hot standby: also measure with it configured")
     return parser.parse_args(argv)
 
 
@@ -132,7 +138,11 @@ def served_app(tree: Path) -> str:
 
 
 def instructions(
-    tree: Path, database_url: str, make_request: Callable[[], bytes], count: int
+    tree: Path,
+    database_url: str,
+    make_request: Callable[[], bytes],
+    count: int,
+    replica_url: str | None = None,
 ) -> int:
     """The server's instruction count over its whole life, having served ``count`` requests."""
     port = free_port()
@@ -154,12 +164,17 @@ def instructions(
             "DB_MAX_OVERFLOW": "0",
             "PYTHONHASHSEED": "0",
         }
+        if replica_url is not None:
+            env["DATABASE_REPLICA_URLS"] = replica_url
+            env["REPLICA_CHECK_INTERVAL"] = "3600"
         log = Path(scratch) / "server.log"
         with log.open("wb") as stderr:
             server = subprocess.Popen(command, cwd=tree, env=env, stdout=stderr, stderr=stderr)
         try:
             if not is_up(server, port):
                 raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
+            if replica_url is not None and not replica_takes_reads(port):
+                raise SystemExit(f"the replica takes no reads:\n{log.read_text()[-3000:]}")
             asyncio.run(send_requests(port, make_request, count))
         finally:
             server.send_signal(signal.SIGINT)  # a graceful stop: valgrind writes its counts
@@ -181,12 +196,30 @@ def is_up(server: subprocess.Popen[bytes], port: int) -> bool:
     return False
 
 
+def replica_takes_reads(port: int) -> bool:
+    """Whether /ready names the replica healthy within 60 s (its first check runs at start)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5).read()
+            ready = orjson.loads(body)
+            if ready.get("replicas") and not ready["degraded"]:
+                return True
+        time.sleep(0.5)
+    return False
+
+
 def per_request(
-    tree: Path, database_url: str, endpoint: str, paths: dict[str, list[str]]
+    tree: Path,
+    database_url: str,
+    endpoint: str,
+    paths: dict[str, list[str]],
+    replica_url: str | None = None,
 ) -> float:
     few, more = (FEW // 3, MORE // 3) if endpoint == "list" else (FEW, MORE)
-    served_more = instructions(tree, database_url, requests_of(endpoint, paths), more)
-    served_few = instructions(tree, database_url, requests_of(endpoint, paths), few)
+    make_request = requests_of(endpoint, paths)
+    served_more = instructions(tree, database_url, make_request, more, replica_url)
+    served_few = instructions(tree, database_url, make_request, few, replica_url)
     return (served_more - served_few) / (more - few)
 
 
@@ -219,16 +252,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"instructions per request of the server process (Hypercorn), c={CONCURRENCY}")
     print(f"{'revision':14s}" + "".join(f"{endpoint:>14s}" for endpoint in endpoints))
     first: list[float] = []
+    replica_urls = [None] if options.replica_url is None else [None, options.replica_url]
     for rev in revisions:
         with checkout(rev) as tree:
-            costs = [per_request(tree, options.database_url, e, paths) for e in endpoints]
-        cells = "".join(f"{cost:>14,.0f}" for cost in costs)
-        if first:
-            cells += "   " + " ".join(
-                f"{(cost - base) / base:+.1%}" for cost, base in zip(costs, first, strict=True)
-            )
-        first = first or costs
-        print(f"{rev or 'working tree':14s}{cells}", flush=True)
+            for replica_url in replica_urls:
+                costs = [
+                    per_request(tree, options.database_url, endpoint, paths, replica_url)
+                    for endpoint in endpoints
+                ]
+                cells = "".join(f"{cost:>14,.0f}" for cost in costs)
+                if first:
+                    cells += "   " + " ".join(
+                        f"{(cost - base) / base:+.1%}"
+                        for cost, base in zip(costs, first, strict=True)
+                    )
+                first = first or costs
+                label = (rev or "working tree") + (" +replica" if replica_url else "")
+                print(f"{label:14s}{cells}", flush=True)
 
 
 if __name__ == "__main__":

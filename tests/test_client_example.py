@@ -98,6 +98,6 @@ async def test_reads_carry_the_token_of_the_write_sent_last() -> None:
             client.request("POST", "/records", json={"n": 2}),
         )
         await client.request("GET", "/records", headers={"X-Other": "kept"})
-        client_module.TOKEN_TTL_SECONDS = 0.0  # every token is now too old to send
+        vars(client_module)["TOKEN_TTL_SECONDS"] = 0.0  # every token is now too old to send
         await client.request("GET", "/records")
     assert seen == [None, "token-2", None]
