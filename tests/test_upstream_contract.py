@@ -11,6 +11,7 @@ import inspect
 import logging
 import multiprocessing
 import multiprocessing.util
+import pkgutil
 import threading
 import tomllib
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import queue as sqla_queue
 
+import service.compat
 from service.app import create_app
 from service.compat import aiosqlite as compat_aiosqlite
 from service.compat import asyncpg as compat_asyncpg
@@ -416,3 +418,9 @@ def test_every_compat_module_documents_its_contract() -> None:
         doc = module.__doc__ or ""
         for part in ("Written against", "relied on", "Why", "can go"):
             assert part in doc, f"{_where(module)}'s docstring does not say {part!r}"
+
+
+def test_every_compat_module_is_checked_here() -> None:
+    found = {info.name for info in pkgutil.iter_modules(service.compat.__path__)}
+    checked = {module.__name__.rsplit(".", 1)[1] for module in COMPAT_MODULES}
+    assert found == checked, f"add the new module of service/compat/ to COMPAT_MODULES: {found}"
