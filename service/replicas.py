@@ -118,8 +118,9 @@ class ReplicaSet:
         self._history: deque[tuple[int, float]] = deque(maxlen=_HISTORY)
         self._checker: asyncio.Task[None] | None = None
         self._check_options = {} if settings.DB_TRANSACTION_POOLER else _AUTOCOMMIT
-        # Whether a check has run: until then, no replica takes reads.
+        # Whether a check has run (until then, no replica takes reads), and when.
         self.checked = False
+        self._checked_at = 0.0
 
     # -- engines ------------------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class ReplicaSet:
     async def dispose(self) -> None:
         await self.stop_checking()
         replicas, self.replicas, self._healthy = self.replicas, [], ()
+        self.checked = False
         for replica in replicas:
             await replica.engine.dispose()
 
@@ -192,14 +194,21 @@ class ReplicaSet:
             await asyncio.gather(checker, return_exceptions=True)
 
     async def ensure_checked(self, primary: AsyncEngine) -> None:
-        """Check once now unless a check has run: for scripts that opt in to replicas."""
-        if not self.checked:
+        """Check now unless checks run on their own or the last one is recent: for scripts
+        and jobs that opt in to replicas outside a server."""
+        age = time.monotonic() - self._checked_at
+        if self._checker is None and (
+            not self.checked or age > self.settings.REPLICA_CHECK_INTERVAL
+        ):
             self.create_engines()
             await self.check(primary)
 
     async def _check_forever(self, primary: AsyncEngine) -> None:
         while True:
-            await self.check(primary)
+            try:
+                await self.check(primary)
+            except Exception:  # a bug here must not stop the checks for the process's life
+                logger.exception("replica check failed")
             await asyncio.sleep(self.settings.REPLICA_CHECK_INTERVAL)
 
     async def check(self, primary: AsyncEngine) -> None:
@@ -207,7 +216,7 @@ class ReplicaSet:
         await self._check_primary(primary)
         await asyncio.gather(*(self._check_replica(replica) for replica in self.replicas))
         self.refresh()
-        self.checked = True
+        self.checked, self._checked_at = True, time.monotonic()
 
     def refresh(self) -> None:
         """Take reads from the replicas marked healthy, and only those."""
