@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The compose topology on this machine, without Docker: PostgreSQL, migrations, an optional
 # load, N Hypercorn processes and, when asked, PgBouncer (transaction pooling) between them and
-# the database and nginx balancing over them.
+# the database, nginx balancing over them, and streaming hot standbys they read from.
 #
-#   scripts/stack.sh up [--workers N] [--pgbouncer] [--lb] [--load FILE]
+#   scripts/stack.sh up [--workers N] [--pgbouncer] [--lb] [--load FILE] [--replicas N]
 #   scripts/stack.sh status
 #   scripts/stack.sh down
+#
+# --replicas N: N streaming hot standbys of the throwaway cluster (pg_basebackup, asynchronous
+# replication) on the ports after its own; the API processes read from them directly (not
+# through PgBouncer), given DATABASE_REPLICA_URLS. `status` shows them, `down` removes them.
 #
 # Environment (all optional):
 #   STACK_DIR             state directory: configs, logs, pids, the throwaway cluster (.stack)
 #   STACK_DATABASE_URL    an existing PostgreSQL database to use instead of a throwaway cluster
-#   STACK_PG_PORT         port of the throwaway cluster (55432)
+#   STACK_PG_PORT         port of the throwaway cluster (55432); its standbys use the next ones
 #   STACK_PGBOUNCER_PORT  port of PgBouncer (56432)
 #   STACK_API_PORT        port of the first API process; the others follow it (8101, 8102, ...)
 #   STACK_LB_PORT         port of nginx (8100)
@@ -194,6 +198,10 @@ port = $pg_port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
 fsync = off
+wal_level = replica
+max_wal_senders = 10
+hot_standby = on
+wal_keep_size = '512MB'
 EOF
   as_pg "$pg_bin/pg_ctl" --pgdata="$data" --log="$log" --wait --timeout=60 start >/dev/null \
     || fail "PostgreSQL did not start" "$log"
@@ -201,6 +209,40 @@ EOF
   "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres \
     -c "CREATE DATABASE $database" || fail "could not create the database" "$log"
   db_url="postgresql+asyncpg://postgres@127.0.0.1:$pg_port/$database"
+}
+
+# psql_at PORT SQL: the result of SQL on the cluster at PORT, unaligned.
+psql_at() {
+  "$pg_bin/psql" -X -q -A -t -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2"
+}
+
+streaming() {
+  [ "$(psql_at "$pg_port" "SELECT count(*) FROM pg_stat_replication
+    WHERE application_name = '$1' AND state = 'streaming'" 2>/dev/null)" = 1 ]
+}
+
+# $replicas streaming hot standbys of the throwaway cluster, on the ports after its own.
+start_standbys() {
+  local i name port data log urls=()
+  for i in $(seq 1 "$replicas"); do
+    name=standby-$i port=$((pg_port + i))
+    data="$state/postgres/$name" log="$state/postgres/$name.log"
+    say "$name: streaming hot standby on port $port"
+    as_pg "$pg_bin/pg_basebackup" --pgdata="$data" --host=127.0.0.1 --port="$pg_port" \
+      --username=postgres --wal-method=stream --write-recovery-conf --checkpoint=fast \
+      --no-sync >"$log.basebackup" 2>&1 || fail "pg_basebackup for $name failed" "$log.basebackup"
+    # After pg_basebackup's own primary_conninfo: the last one wins.
+    cat >>"$data/postgresql.auto.conf" <<EOF
+port = $port
+primary_conninfo = 'host=127.0.0.1 port=$pg_port user=postgres application_name=$name'
+EOF
+    as_pg "$pg_bin/pg_ctl" --pgdata="$data" --log="$log" --wait --timeout=60 start >/dev/null \
+      || fail "$name did not start" "$log"
+    head -n 1 "$data/postmaster.pid" >"$state/pids/$name.pid"
+    wait_until "$name" "$log" "does not stream from the primary" streaming "$name"
+    urls+=("postgresql+asyncpg://postgres@127.0.0.1:$port/$database")
+  done
+  replica_urls=$(IFS=,; echo "${urls[*]}")
 }
 
 # Host, port, database, user and password of $db_url, one per line (password may be empty).
@@ -305,12 +347,17 @@ start_lb() {
 
 cmd_up() {
   local load_file="" port
-  workers=1 with_pgbouncer=0 with_lb=0
+  workers=1 with_pgbouncer=0 with_lb=0 replicas=0 replica_urls=""
   while [ $# -gt 0 ]; do
     case $1 in
       --workers)
         [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]*$ ]] || die "--workers needs a number >= 1"
         workers=$2
+        shift 2
+        ;;
+      --replicas)
+        [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || die "--replicas needs a number >= 0"
+        replicas=$2
         shift 2
         ;;
       --pgbouncer) with_pgbouncer=1 && shift ;;
@@ -326,11 +373,15 @@ cmd_up() {
   if [ -f "$stack_env" ]; then
     die "a stack is already up in $state (scripts/stack.sh status; scripts/stack.sh down)"
   fi
+  if [ "$replicas" -gt 0 ] && [ -n "${STACK_DATABASE_URL:-}" ]; then
+    die "--replicas makes standbys of the throwaway cluster; unset STACK_DATABASE_URL"
+  fi
   check_programs
   python=.venv/bin/python
 
   local ports=()
   [ -n "${STACK_DATABASE_URL:-}" ] || ports+=("$pg_port")
+  for port in $(seq $((pg_port + 1)) $((pg_port + replicas))); do ports+=("$port"); done
   [ "$with_pgbouncer" = 0 ] || ports+=("$pgbouncer_port")
   [ "$with_lb" = 0 ] || ports+=("$lb_port")
   for port in $(seq "$api_port" $((api_port + workers - 1))); do ports+=("$port"); done
@@ -345,6 +396,7 @@ cmd_up() {
     record stack_started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     record stack_throwaway "$([ -n "${STACK_DATABASE_URL:-}" ] && echo 0 || echo 1)"
     record stack_pg_bin "${pg_bin:-}"
+    record stack_pg_port "$pg_port"
   } >"$stack_env"
   chmod 600 "$stack_env"
 
@@ -356,6 +408,7 @@ print(u(sys.argv[1]).render_as_string(hide_password=False))' "$STACK_DATABASE_UR
     say "postgres: existing database $(mask "$db_url")"
   else
     start_postgres
+    [ "$replicas" = 0 ] || start_standbys
   fi
 
   say "migrate: alembic upgrade head"
@@ -375,6 +428,7 @@ print(u(sys.argv[1]).render_as_string(hide_password=False))' "$STACK_DATABASE_UR
     api_env=(DB_TRANSACTION_POOLER=true)
   fi
   api_env=("DATABASE_URL=$api_db_url" STACK_DIR="$state" "${api_env[@]}")
+  [ -z "$replica_urls" ] || api_env+=("DATABASE_REPLICA_URLS=$replica_urls")
   start_apis
   [ "$with_lb" = 0 ] || start_lb
 
@@ -382,6 +436,8 @@ print(u(sys.argv[1]).render_as_string(hide_password=False))' "$STACK_DATABASE_UR
     record stack_db_url "$db_url"
     record stack_api_db_url "$api_db_url"
     record stack_workers "$workers"
+    record stack_replicas "$replicas"
+    record stack_replica_urls "$replica_urls"
     record stack_api_port "$api_port"
     record stack_pgbouncer "$([ "$with_pgbouncer" = 0 ] || echo "127.0.0.1:$pgbouncer_port")"
     record stack_lb "$([ "$with_lb" = 0 ] || echo "http://127.0.0.1:$lb_port")"
@@ -424,8 +480,11 @@ cmd_status() {
   else
     say "  postgres   external         $(mask "${stack_db_url:-}")"
   fi
-  [ -z "${stack_pgbouncer:-}" ] || show pgbouncer "${stack_pgbouncer} (transaction pooling)"
   local i
+  for i in $(seq 1 "${stack_replicas:-0}"); do
+    show "standby-$i" "127.0.0.1:$((stack_pg_port + i)) (streaming hot standby)"
+  done
+  [ -z "${stack_pgbouncer:-}" ] || show pgbouncer "${stack_pgbouncer} (transaction pooling)"
   for i in $(seq 1 "${stack_workers:-0}"); do
     show "api-$i" "http://127.0.0.1:$((stack_api_port + i - 1)) -> $(mask "$stack_api_db_url")"
   done
@@ -450,6 +509,17 @@ cmd_down() {
   # Only these: after a failed `up`, the services it started are children of this shell too.
   [ "${#stopping[@]}" -eq 0 ] || wait "${stopping[@]}"
   stop pgbouncer TERM 10
+  local standby
+  for standby in "$state"/postgres/standby-*/; do
+    [ -d "$standby" ] || continue
+    if [ -f "$standby/postmaster.pid" ]; then
+      as_pg "${stack_pg_bin}/pg_ctl" --pgdata="$standby" --mode=fast --wait \
+        stop >/dev/null 2>&1 || true
+    fi
+    stop "$(basename "$standby")" TERM 10
+    rm -rf "$standby"
+    say "  $(basename "$standby") removed"
+  done
   if [ "${stack_throwaway:-0}" = 1 ] && [ -d "$state/postgres/data" ]; then
     if [ -f "$state/postgres/data/postmaster.pid" ]; then
       as_pg "${stack_pg_bin}/pg_ctl" --pgdata="$state/postgres/data" --mode=fast --wait \

@@ -3,7 +3,12 @@
 - ``app``: the service on a shared database per backend, each test inside an outer
   transaction that requests join through savepoints and that is rolled back at the end;
 - ``real_app``: the service on a fresh database of its own with a real engine and pool, for
-  behaviour a rollback fixture cannot show (pools, cancellation, concurrency, commits).
+  behaviour a rollback fixture cannot show (pools, cancellation, concurrency, commits);
+- ``replication``: a PostgreSQL primary with two streaming hot standbys of the session's own
+  (``replicas``: the same, put back as it was after the test).
+
+With TEST_POSTGRES_REPLICA_URL (a synchronous standby of the server at TEST_POSTGRES_URL, see
+scripts/test-replicas.sh), the service under test reads from that standby too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.db import get_database
@@ -27,6 +33,8 @@ from tests.databases import (
     fresh_database,
     in_a_thread,
 )
+from tests.pgcluster import postgres_binaries_missing
+from tests.replication import Replication
 from tests.waiting import HANG_GUARD_SECONDS
 
 TOKEN = "test-token"
@@ -35,10 +43,12 @@ ALL_BACKENDS = ("sqlite", "postgresql")
 BACKENDS = tuple(
     name for name in os.environ.get("TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if name
 )
+REPLICA_URL = os.environ.get("TEST_POSTGRES_REPLICA_URL", "")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its tier: reliability, e2e (marked by hand), integration or unit.
+    """Mark every test with its tier: reliability, e2e (marked by hand, or using the
+    ``replication`` cluster), integration or unit.
 
     ``scripts/test.sh --fast`` runs the unit and integration tiers alone.
     """
@@ -47,6 +57,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if item.get_closest_marker("e2e") is not None:
                 raise pytest.UsageError(f"{item.nodeid}: a reliability test is not also e2e")
             item.add_marker(pytest.mark.reliability)
+        elif "replication" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
         elif item.get_closest_marker("e2e") is None:
             tier = "integration" if "backend" in getattr(item, "fixturenames", ()) else "unit"
             item.add_marker(tier)
@@ -126,7 +138,17 @@ def databases(backend: str, request: pytest.FixtureRequest) -> Databases:
 
 
 def settings_for(database_url: str, **overrides: Any) -> dict[str, Any]:
-    return {"DATABASE_URL": database_url, "API_TOKENS": TOKEN, **overrides}
+    settings = {"DATABASE_URL": database_url, "API_TOKENS": TOKEN}
+    if REPLICA_URL and make_url(database_url).get_backend_name() == "postgresql":
+        settings["DATABASE_REPLICA_URLS"] = replica_url_for(database_url)
+    return {**settings, **overrides}
+
+
+def replica_url_for(database_url: str) -> str:
+    """The same database on the standby at TEST_POSTGRES_REPLICA_URL."""
+    database = make_url(database_url).database
+    replica = make_url(REPLICA_URL).set(drivername="postgresql+asyncpg", database=database)
+    return replica.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -158,6 +180,29 @@ async def real_app(database_url: str) -> AsyncIterator[Quart]:
     app = create_app(settings_for(database_url))
     async with app.test_app():
         yield app
+
+
+@pytest.fixture(scope="session")
+def replication() -> Iterator[Replication]:
+    """A primary with two asynchronous streaming hot standbys, made once for the session."""
+    if postgres_binaries_missing() and os.environ.get("CI") != "true":
+        pytest.skip("initdb/pg_ctl not found (install postgresql, or set PG_BIN)")
+    replication = Replication(2).up()
+    yield replication
+    replication.remove()
+
+
+@pytest.fixture
+def replicas(replication: Replication) -> Iterator[Replication]:
+    """The session's replication, every standby running, replaying and caught up after the
+    test whatever it paused or stopped."""
+    yield replication
+    for standby in replication.standbys:
+        if not standby.running:
+            replication.start_standby(standby)
+        if replication.replay_paused(standby):
+            replication.resume_replay(standby)
+    replication.wait_caught_up()
 
 
 @pytest.fixture

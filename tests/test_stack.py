@@ -1,11 +1,13 @@
 """scripts/stack.sh: the whole topology on this machine, used end to end, then taken down.
 
 A throwaway PostgreSQL cluster, PgBouncer in transaction mode, two API processes and nginx,
-all on free ports under a state directory of the test's own.
+all on free ports under a state directory of the test's own; and the cluster with streaming
+standbys the API reads from.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -21,6 +23,8 @@ import httpx
 import pytest
 
 from tests.live import REPO_ROOT, free_port, needs_commands
+from tests.pgcluster import find_pg_bin
+from tests.replication import wait_for
 
 STACK = REPO_ROOT / "scripts" / "stack.sh"
 TOKEN = "stack-test-token"
@@ -28,18 +32,24 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 pytestmark = [pytest.mark.e2e, needs_commands("nginx", "pgbouncer")]
 
 
-def _free_port_pair() -> int:
-    """A free port whose successor is free too (the two API processes)."""
+def _free_ports(count: int) -> int:
+    """A free port whose ``count - 1`` successors are free too (API processes, standbys)."""
     for _ in range(100):
         port = free_port()
-        if port < 65535 and not _listening(port + 1):
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no two consecutive free ports")
+        if port + count - 1 <= 65535 and all(_bindable(port + i) for i in range(1, count)):
+            return port
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _bindable(port: int) -> bool:
+    if _listening(port):
+        return False
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _listening(port: int) -> bool:
@@ -78,7 +88,7 @@ def state_dir() -> Iterator[Path]:
 def test_stack_serves_through_nginx_and_pgbouncer_and_down_leaves_nothing(
     state_dir: Path,
 ) -> None:
-    api_port = _free_port_pair()
+    api_port = _free_ports(2)
     ports = {
         "STACK_PG_PORT": free_port(),
         "STACK_PGBOUNCER_PORT": free_port(),
@@ -195,6 +205,65 @@ def _write_and_read(url: str) -> str:
         if summary.status_code != 200 or summary.json()["deaths"] != 1:
             return f"GET summary {summary.status_code} {summary.text}"
     return "ok"
+
+
+def test_stack_with_replicas_streams_to_standbys_the_api_reads_from(state_dir: Path) -> None:
+    pg_port, api_port = _free_ports(3), free_port()
+    standby_ports = [pg_port + 1, pg_port + 2]
+    env = {key: value for key, value in os.environ.items() if key != "STACK_DATABASE_URL"}
+    env |= {"STACK_PG_PORT": str(pg_port), "STACK_API_PORT": str(api_port)}
+    env |= {"STACK_DIR": str(state_dir), "API_TOKENS": TOKEN}
+
+    def stack(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(STACK), *args], env=env, capture_output=True, text=True, timeout=180
+        )
+
+    try:
+        up = stack("up", "--replicas", "2")
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = stack("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        for i, port in enumerate(standby_ports, 1):
+            assert re.search(rf"standby-{i} +running .*127\.0\.0\.1:{port}", status.stdout)
+
+        api_pid = int((state_dir / "pids" / "api-1.pid").read_text())
+        environ = Path(f"/proc/{api_pid}/environ").read_bytes().split(b"\0")
+        replica_urls = ",".join(
+            f"postgresql+asyncpg://postgres@127.0.0.1:{port}/sars" for port in standby_ports
+        )
+        assert f"DATABASE_REPLICA_URLS={replica_urls}".encode() in environ
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client:
+            created = client.post("/countries", json={"name": "Streamed"}, headers=AUTH)
+            assert created.status_code == 201, created.text
+            for port in standby_ports:
+                wait_for(
+                    functools.partial(_has_country, port, "Streamed"),
+                    f"the standby on port {port} has the new country",
+                )
+            ready = client.get("/ready")
+            assert ready.status_code == 200, ready.text
+            names = [replica["name"] for replica in ready.json()["replicas"]]
+            assert names == [f"127.0.0.1:{port}" for port in standby_ports]
+    finally:
+        down = stack("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+
+    assert [port for port in [pg_port, *standby_ports, api_port] if _listening(port)] == []
+    assert _processes_mentioning(str(state_dir)) == []
+    assert list((state_dir / "postgres").glob("standby-*/")) == []
+
+
+def _has_country(port: int, name: str) -> bool:
+    pg_bin = find_pg_bin()
+    assert pg_bin is not None
+    psql = [str(pg_bin / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port)]
+    sql = "SELECT name FROM countries"
+    result = subprocess.run(
+        [*psql, "-U", "postgres", "-d", "sars", "-c", sql], capture_output=True, text=True
+    )
+    return name in result.stdout.splitlines()
 
 
 def test_status_and_down_without_a_stack(state_dir: Path) -> None:

@@ -26,8 +26,8 @@ import pytest
 from tests.conftest import AUTH
 from tests.databases import migrate
 from tests.live import LiveServer
+from tests.pgcluster import Cluster, needs_postgres_binaries
 from tests.reliability import database
-from tests.reliability.cluster import Cluster, needs_postgres_binaries
 from tests.reliability.contract import problem_issues
 from tests.reliability.rawhttp import Client, IncompleteResponseError, Outcome, Response
 from tests.reliability.report import Section

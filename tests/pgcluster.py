@@ -24,25 +24,34 @@ def find_pg_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
+def postgres_binaries_missing() -> bool:
+    pg_bin = find_pg_bin()
+    return pg_bin is None or not (pg_bin / "initdb").exists()
+
+
 def needs_postgres_binaries() -> pytest.MarkDecorator:
     """Skip without initdb/pg_ctl, except in CI (CI=true), where that must fail instead."""
-    pg_bin = find_pg_bin()
-    missing = pg_bin is None or not (pg_bin / "initdb").exists()
     return pytest.mark.skipif(
-        missing and os.environ.get("CI") != "true",
+        postgres_binaries_missing() and os.environ.get("CI") != "true",
         reason="initdb/pg_ctl not found (install postgresql, or set PG_BIN)",
     )
 
 
 class Cluster:
-    """initdb, pg_ctl start/stop, and removal of one cluster on a free port."""
+    """initdb (or a base backup), pg_ctl start/stop, and removal of one cluster on a free port.
 
-    def __init__(self) -> None:
+    ``directory``: where its files go (created; by default a new temporary directory).
+    """
+
+    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
         pg_bin = find_pg_bin()
         assert pg_bin is not None, "initdb and pg_ctl not found; set PG_BIN"
         self.pg_bin = pg_bin
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="reliability-pg-"))
+        self.port = port or free_port()
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="reliability-pg-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.data = self.directory / "data"
         self.log = self.directory / "postgres.log"
         self._as_postgres: list[str] = []
@@ -52,7 +61,14 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        return self.url_for("postgres")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url_for(self, database: str, driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://postgres@{self.address}/{database}"
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> None:
         command = [*self._as_postgres, str(self.pg_bin / program), *args]
@@ -65,6 +81,24 @@ class Cluster:
             "initdb", "--pgdata", str(self.data), "--username", "postgres", "--auth", "trust",
             "--encoding", "UTF8", "--no-sync",
         )  # fmt: skip
+
+    def base_backup_of(self, primary: Cluster, application_name: str) -> None:
+        """A standby of ``primary``: its files streamed by pg_basebackup (-R: standby.signal
+        and primary_conninfo), replication connections named ``application_name``."""
+        self._run(
+            "pg_basebackup", "--pgdata", str(self.data), "--host", "127.0.0.1",
+            "--port", str(primary.port), "--username", "postgres", "--wal-method", "stream",
+            "--write-recovery-conf", "--checkpoint", "fast", "--no-sync",
+            timeout=300,
+        )  # fmt: skip
+        conninfo = f"host=127.0.0.1 port={primary.port} user=postgres"
+        self.configure(f"primary_conninfo = '{conninfo} application_name={application_name}'")
+
+    def configure(self, *lines: str, file: str = "postgresql.auto.conf") -> None:
+        """Append settings to a configuration file of the data directory (the last one wins)."""
+        path = self.data / file
+        with path.open("a") as config:
+            config.write("".join(f"{line}\n" for line in lines))
 
     def start(self, *settings: str) -> None:
         """Start and wait until it accepts connections (a standby: until it is up)."""
@@ -90,9 +124,25 @@ class Cluster:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
 
+    @property
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def query(self, sql: str, database: str = "postgres", timeout: float = 60) -> str:
+        """Run ``sql`` with psql; its result, unaligned and without headers (one row a line)."""
+        command = [
+            str(self.pg_bin / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+            "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
+            "-c", sql,
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"psql on {self.address} failed: {sql}\n{result.stderr}")
+        return result.stdout.strip()
+
     def remove(self) -> None:
         """Stop the cluster if it runs (immediate), then delete its files."""
-        if (self.data / "postmaster.pid").exists():
+        if self.running:
             try:
                 self.stop("immediate")
             except (RuntimeError, subprocess.TimeoutExpired):
