@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The unit and integration tiers once more, on PostgreSQL behind a streaming hot standby: a
+# The unit, integration and end-to-end tiers again, on PostgreSQL with a streaming hot standby: a
 # throwaway primary and synchronous standby (remote_apply: a commit is visible on the standby
 # at once) on free local ports, the service under test reading from the standby
 # (DATABASE_REPLICA_URLS, tests/conftest.py), everything removed at the end.
@@ -34,4 +34,7 @@ done <<<"$environment"
 
 # scripts/ensure-postgres.sh (run by test.sh) asks this primary whether PostgreSQL is up.
 port=${TEST_POSTGRES_URL##*:}
-TEST_BACKENDS=postgresql PGHOST=127.0.0.1 PGPORT=${port%%/*} scripts/test.sh --fast "$@"
+if [ $# -eq 0 ]; then
+  set -- -m "not compose and not reliability"
+fi
+TEST_BACKENDS=postgresql PGHOST=127.0.0.1 PGPORT=${port%%/*} scripts/test.sh "$@"

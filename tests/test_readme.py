@@ -28,6 +28,7 @@ RUN_ELSEWHERE = {
     "scripts/test.sh": (".ci/run", "scripts/test.sh"),
     "scripts/test.sh --fast": ("scripts/test-lowest.sh", "scripts/test.sh --fast"),
     "scripts/test-lowest.sh": (".ci/run", "scripts/test-lowest.sh"),
+    "scripts/test-replicas.sh": (".ci/run", "scripts/test-replicas.sh"),
     # The suite takes minutes; the test checks the script asks for the tracked report.
     "scripts/reliability-report.sh": ("tests/test_reliability_report.py", "reliability-report.sh"),
     # It resolves from the package index; the test checks what it wrote agrees with the bounds.
