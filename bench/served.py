@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     replica_urls = [None] if options.replica_url is None else [None, options.replica_url]
     for rev in revisions:
         with checkout(rev) as tree:
-            for replica_url in replica_urls:
+            # Revisions from before read replicas are measured without.
+            routes = (tree / "service" / "replicas.py").is_file()
+            for replica_url in replica_urls if routes else [None]:
                 costs = [
                     per_request(tree, options.database_url, endpoint, paths, replica_url)
                     for endpoint in endpoints
