@@ -85,17 +85,19 @@ class SessionInUseError(RuntimeError):
     """session_scope() was entered in a task that already owns a session."""
 
 
-def create_engine(settings: Settings, url: URL | None = None) -> AsyncEngine:
+def create_engine(
+    settings: Settings, url: URL | None = None, *, pool_size: int | None = None
+) -> AsyncEngine:
     """Create the engine of ``url`` (default: the primary's): the options both backends
-    share, then each backend's own."""
+    share, then each backend's own. ``pool_size`` makes a fixed pool of that size."""
     url = url or settings.database_url
     shared: dict[str, Any] = {
         "echo": settings.DB_ECHO,
         "hide_parameters": True,
         "json_deserializer": orjson.loads,
         "poolclass": FairQueuePool,
-        "pool_size": settings.DB_POOL_SIZE,
-        "max_overflow": settings.DB_MAX_OVERFLOW,
+        "pool_size": pool_size or settings.DB_POOL_SIZE,
+        "max_overflow": 0 if pool_size else settings.DB_MAX_OVERFLOW,
         "pool_timeout": settings.DB_POOL_TIMEOUT,
         "pool_pre_ping": settings.DB_POOL_PRE_PING,
     }
@@ -304,7 +306,11 @@ class Database:
             self.sessionmaker.configure(bind=self._engine)
         return self._engine
 
-    def _replica_engine(self, url: URL) -> AsyncEngine:
+    def _replica_engine(self, url: URL, *, checks: bool = False) -> AsyncEngine:
+        """A replica's engine for requests, or any server's one-connection engine for the
+        replica checks (whose statements are not the service's: not counted)."""
+        if checks:
+            return create_engine(self.settings, url, pool_size=1)
         engine = create_engine(self.settings, url)
         self.statements.attach(engine)
         return engine
@@ -419,7 +425,7 @@ class Database:
         """
         replica = None
         if reads == "replica" and self.replicas is not None and self._routing:
-            await self.replicas.ensure_checked(self.engine)
+            await self.replicas.ensure_checked()
             replica = self.replicas.pick(None)
         session = self.open_session(writes=writes, replica=replica)
         try:
@@ -454,7 +460,7 @@ class Database:
 
     async def _start_replica_checks(self) -> None:
         assert self.replicas is not None
-        self.replicas.start_checking(self.engine)
+        self.replicas.start_checking()
 
     async def _open_routed_request_session(self) -> None:
         """A GET or HEAD request reads from one replica for all its statements: the one its

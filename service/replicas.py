@@ -19,6 +19,7 @@ secret and the database serves the token the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -91,6 +92,9 @@ class Replica:
 
     name: str
     engine: AsyncEngine
+    # A pool of one connection for the checks: they never wait behind requests for a
+    # connection, and never show in the request pool's figures.
+    check_engine: AsyncEngine
     healthy: bool = False
     replay_lsn: int = -1
     lag_bytes: int | None = None
@@ -106,9 +110,12 @@ class Replica:
 class ReplicaSet:
     """The replicas of one Database, their health, and which one serves a read."""
 
-    def __init__(self, settings: Settings, make_engine: Callable[[URL], AsyncEngine]) -> None:
+    def __init__(self, settings: Settings, make_engine: Callable[..., AsyncEngine]) -> None:
+        """``make_engine(url)`` makes a request engine, ``make_engine(url, checks=True)`` the
+        one-connection engine of a server's checks."""
         self.settings = settings
         self._make_engine = make_engine
+        self._primary_checks: AsyncEngine | None = None
         self.replicas: list[Replica] = []
         self.primary: Position | None = None
         self.primary_reads = 0
@@ -117,6 +124,7 @@ class ReplicaSet:
         # (primary WAL position, when a check first saw it): dates how far behind a replica is.
         self._history: deque[tuple[int, float]] = deque(maxlen=_HISTORY)
         self._checker: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._check_options = {} if settings.DB_TRANSACTION_POOLER else _AUTOCOMMIT
         # Whether a check has run (until then, no replica takes reads), and when.
         self.checked = False
@@ -125,18 +133,23 @@ class ReplicaSet:
     # -- engines ------------------------------------------------------------------------------
 
     def create_engines(self) -> None:
-        if not self.replicas:
+        if self._primary_checks is None:
+            make = self._make_engine
+            self._primary_checks = make(self.settings.database_url, checks=True)
             self.replicas = [
-                Replica(replica_name(url), self._make_engine(url))
+                Replica(replica_name(url), make(url), make(url, checks=True))
                 for url in self.settings.replica_urls
             ]
 
     async def dispose(self) -> None:
         await self.stop_checking()
-        replicas, self.replicas, self._healthy = self.replicas, [], ()
+        engines = [self._primary_checks] if self._primary_checks is not None else []
+        for replica in self.replicas:
+            engines += [replica.engine, replica.check_engine]
+        self._primary_checks, self.replicas, self._healthy = None, [], ()
         self.checked = False
-        for replica in replicas:
-            await replica.engine.dispose()
+        for engine in engines:
+            await engine.dispose()
 
     # -- choosing -----------------------------------------------------------------------------
 
@@ -182,38 +195,43 @@ class ReplicaSet:
 
     # -- checking -----------------------------------------------------------------------------
 
-    def start_checking(self, primary: AsyncEngine) -> None:
+    def start_checking(self) -> None:
         self.create_engines()
         if self._checker is None:
-            self._checker = asyncio.create_task(self._check_forever(primary), name="replicas")
+            self._stop = asyncio.Event()
+            self._checker = asyncio.create_task(self._check_forever(), name="replicas")
 
     async def stop_checking(self) -> None:
+        """Stop the checks, letting one under way finish (it is bounded): cancelled, it
+        would leave a connect running on its own."""
         checker, self._checker = self._checker, None
         if checker is not None:
-            checker.cancel()
-            await asyncio.gather(checker, return_exceptions=True)
+            self._stop.set()
+            await checker
 
-    async def ensure_checked(self, primary: AsyncEngine) -> None:
+    async def ensure_checked(self) -> None:
         """Check now unless checks run on their own or the last one is recent: for scripts
         and jobs that opt in to replicas outside a server."""
         age = time.monotonic() - self._checked_at
         if self._checker is None and (
             not self.checked or age > self.settings.REPLICA_CHECK_INTERVAL
         ):
-            self.create_engines()
-            await self.check(primary)
+            await self.check()
 
-    async def _check_forever(self, primary: AsyncEngine) -> None:
-        while True:
+    async def _check_forever(self) -> None:
+        while not self._stop.is_set():
             try:
-                await self.check(primary)
+                await self.check()
             except Exception:  # a bug here must not stop the checks for the process's life
                 logger.exception("replica check failed")
-            await asyncio.sleep(self.settings.REPLICA_CHECK_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.REPLICA_CHECK_INTERVAL)
 
-    async def check(self, primary: AsyncEngine) -> None:
+    async def check(self) -> None:
         """Check the primary, then every replica at once, and choose who takes reads."""
-        await self._check_primary(primary)
+        self.create_engines()
+        assert self._primary_checks is not None
+        await self._check_primary(self._primary_checks)
         await asyncio.gather(*(self._check_replica(replica) for replica in self.replicas))
         self.refresh()
         self.checked, self._checked_at = True, time.monotonic()
@@ -238,7 +256,7 @@ class ReplicaSet:
     async def _check_replica(self, replica: Replica) -> None:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-                async with replica.engine.connect() as connection:
+                async with replica.check_engine.connect() as connection:
                     connection = await connection.execution_options(**self._check_options)
                     row = (await connection.execute(REPLICA_POSITION)).one()
         except Exception as error:  # any failure: no reads until it recovers

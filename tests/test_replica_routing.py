@@ -62,7 +62,13 @@ def test_replica_urls_are_postgresql_urls_for_the_async_driver() -> None:
 # -- off: nothing changes ---------------------------------------------------------------------
 
 
-async def test_without_replicas_nothing_is_routed_or_added(app: Quart) -> None:
+async def test_without_replicas_nothing_is_routed_or_added(database_url: str) -> None:
+    app = create_app(settings_for(database_url, DATABASE_REPLICA_URLS=""))
+    async with app.test_app():
+        await _nothing_routed_or_added(app)
+
+
+async def _nothing_routed_or_added(app: Quart) -> None:
     database = get_database(app)
     assert database.replicas is None
     assert database.sessionmaker.kw.get("sync_session_class", Session) is Session
@@ -183,9 +189,9 @@ def replica_set() -> ReplicaSet:
     settings = load_settings({"DATABASE_URL": "postgresql://u@h/db", "READ_TOKEN_TTL": 60})
     replicas = ReplicaSet(settings, lambda url: create_async_engine(url))
     replicas.primary = PRIMARY
+    engine = create_async_engine("postgresql+asyncpg://u@h/db")  # never connects
     behind, caught_up = (
-        Replica(name, create_async_engine("postgresql+asyncpg://u@h/db"), healthy=True)
-        for name in ("behind:5432", "caught-up:5432")
+        Replica(name, engine, engine, healthy=True) for name in ("behind:5432", "caught-up:5432")
     )
     behind.replay_lsn, caught_up.replay_lsn = 900, 1_000
     replicas.replicas = [behind, caught_up]

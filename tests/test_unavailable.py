@@ -44,9 +44,16 @@ async def test_unreachable_database_is_503_quickly(databases: Databases) -> None
 
 async def _exhausted_pool_app(database_url: str) -> Quart:
     # The timeout also bounds the holder's own connect, which a loaded machine can stretch
-    # past 50 ms; the refused request waits for it in full whatever it is.
+    # past 50 ms; the refused request waits for it in full whatever it is. The primary's pool
+    # is the one under test: no replica takes the reads.
     app = create_app(
-        settings_for(database_url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=1)
+        settings_for(
+            database_url,
+            DB_POOL_SIZE=1,
+            DB_MAX_OVERFLOW=0,
+            DB_POOL_TIMEOUT=1,
+            DATABASE_REPLICA_URLS="",
+        )
     )
     return app
 

@@ -83,11 +83,15 @@ async def test_ready_is_503_quickly_when_the_database_is_unreachable(
 async def test_ready_on_a_migrated_database(real_app: Quart) -> None:
     response = await real_app.test_client().get("/ready")
     assert response.status_code == 200
-    assert (await response.get_json()) == {
+    body = await response.get_json()
+    assert {key: body.pop(key) for key in ("status", "database", "migrations")} == {
         "status": "ready",
         "database": "ok",
         "migrations": "head",
     }
+    # With read replicas configured, and only then, the replicas' health is added.
+    replicas = get_database(real_app).replicas is not None
+    assert set(body) == ({"replicas", "degraded"} if replicas else set())
 
 
 async def test_ready_in_the_rollback_fixture(client: Client) -> None:
@@ -148,7 +152,14 @@ async def test_cors_for_an_allowed_origin(tmp_path: Path) -> None:
         exposed = {
             h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")
         }
-        assert exposed == {"etag", "location", "link", "x-request-id", "retry-after"}
+        assert exposed == {
+            "consistency-token",
+            "etag",
+            "location",
+            "link",
+            "x-request-id",
+            "retry-after",
+        }
 
 
 async def test_cors_preflight(tmp_path: Path) -> None:
