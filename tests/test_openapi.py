@@ -50,6 +50,28 @@ async def test_every_contract_route_is_documented(app: Quart) -> None:
     assert record["get"]["parameters"][0]["schema"]["type"] == "integer"
 
 
+async def test_the_consistency_token_is_documented_on_writes_and_reads(app: Quart) -> None:
+    document = await (await app.test_client().get("/openapi.json")).get_json()
+    paths = document["paths"]
+    for path, method, status in [
+        ("/records", "post", "201"),
+        ("/records/{record_id}", "patch", "200"),
+        ("/records/bulk", "post", "200"),
+        ("/countries", "post", "201"),
+    ]:
+        headers = paths[path][method]["responses"][status].get("headers", {})
+        assert "Consistency-Token" in headers, (path, method)
+    for path in ("/records", "/records/{record_id}", "/countries/{country_id}/summary"):
+        names = {(p["in"], p["name"]) for p in paths[path]["get"]["parameters"]}
+        assert ("header", "Consistency-Token") in names, path
+    for path in ("/health", "/metrics"):
+        parameters = paths[path]["get"].get("parameters", [])
+        assert all(p["name"] != "Consistency-Token" for p in parameters), path
+    ready = paths["/ready"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"replicas", "degraded"} <= set(ready["properties"])
+    assert {"replicas", "degraded"}.isdisjoint(ready.get("required", []))
+
+
 # pydantic's names for constraints; JSON Schema (and so every validator) knows none of them.
 PYDANTIC_ONLY_KEYWORDS = frozenset(
     {"ge", "le", "gt", "lt", "min_length", "max_length", "multiple_of", "max_digits", "strict"}
