@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -450,6 +450,13 @@ def _psql(stack: Stack, container: str, sql: str) -> str:
     ).strip()
 
 
+def _in_recovery(stack: Stack, replica: str) -> bool:
+    """Whether the replica's server answers, as a standby (not yet answering: False)."""
+    sql = "SELECT pg_is_in_recovery()"
+    command = ["docker", "exec", replica, "psql", "-U", "sars", "-d", "sars", "-X", "-Atc", sql]
+    return _run(command, stack.engine.env, 60, check=False).stdout.strip() == "t"
+
+
 def _hostname(stack: Stack, container: str) -> str:
     return stack.engine.docker("inspect", "-f", "{{.Config.Hostname}}", container).strip()
 
@@ -458,17 +465,22 @@ def _container_name(stack: Stack, container: str) -> str:
     return stack.engine.docker("inspect", "-f", "{{.Name}}", container).strip().lstrip("/")
 
 
-def _wait_until(condition: Any, what: str, timeout: float = 120) -> None:
+def _wait_until(
+    condition: Callable[[], bool], describe: Callable[[], str], timeout: float = 120
+) -> None:
+    """Polls ``condition``; past ``timeout``, fails with what ``describe`` says then."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, describe()
         time.sleep(0.5)
 
 
 def _assert_streaming_standbys(stack: Stack, replicas: list[str]) -> None:
     """Each replica is in recovery, and the primary streams WAL to each (by its hostname)."""
-    for replica in replicas:
-        assert _psql(stack, replica, "SELECT pg_is_in_recovery()") == "t"
+    _wait_until(
+        lambda: all(_in_recovery(stack, replica) for replica in replicas),
+        lambda: f"not every replica is a standby\n{stack.logs()}",
+    )
     (db,) = stack.containers("db")
     expected = sorted(f"{_hostname(stack, replica)}|streaming" for replica in replicas)
 
@@ -476,7 +488,7 @@ def _assert_streaming_standbys(stack: Stack, replicas: list[str]) -> None:
         rows = _psql(stack, db, "SELECT application_name, state FROM pg_stat_replication")
         return sorted(rows.splitlines())
 
-    _wait_until(lambda: streaming() == expected, f"pg_stat_replication: {streaming()}")
+    _wait_until(lambda: streaming() == expected, lambda: f"pg_stat_replication: {streaming()}")
 
 
 def _write_a_record(stack: Stack) -> httpx.Response:
@@ -492,7 +504,9 @@ def _write_a_record(stack: Stack) -> httpx.Response:
 
 def _wait_for_record_on(stack: Stack, replica: str, record_id: int) -> None:
     sql = f"SELECT count(*) FROM records WHERE id = {int(record_id)}"
-    _wait_until(lambda: _psql(stack, replica, sql) == "1", f"record {record_id} on {replica}")
+    _wait_until(
+        lambda: _psql(stack, replica, sql) == "1", lambda: f"record {record_id} not on {replica}"
+    )
 
 
 def _assert_read_your_write(stack: Stack, created: httpx.Response) -> None:
@@ -515,7 +529,7 @@ def _wait_replicas_healthy_in_ready(stack: Stack, names: list[str]) -> None:
             replica["healthy"] for replica in replicas
         )
 
-    _wait_until(all_healthy, f"/ready: {body()}")
+    _wait_until(all_healthy, lambda: f"/ready: {body()}")
     assert body()["degraded"] == []
 
 
