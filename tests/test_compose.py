@@ -1,5 +1,5 @@
 """docker-compose.yml: it refuses to start without the secrets that have no safe default, and,
-run for real, it is built, started, scaled, loaded, drained and torn down.
+run for real, it is built, started, scaled, loaded, drained, given read replicas and torn down.
 
 A Docker engine of the test's own (state in a temporary folder, no iptables, no default
 bridge), base images from deploy/standin/build.sh (no registry is reachable), the API image
@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ SARS_DATA = REPO_ROOT.parent / "shared" / "data"
 TOKEN = "compose-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PGBOUNCER = ("-f", "docker-compose.yml", "-f", "docker-compose.pgbouncer.yml")
+REPLICAS = ("--profile", "replicas")
 WHO_RECORDS = 2537
 
 
@@ -141,11 +142,19 @@ class Stack:
     project: str
     url: str
     env: dict[str, str]
+    settings: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
 
-    def compose(self, *args: str, files: tuple[str, ...] = (), timeout: float = 900) -> str:
+    def compose(
+        self,
+        *args: str,
+        files: tuple[str, ...] = (),
+        timeout: float = 900,
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Runs compose; ``env`` adds variables for the file's interpolation."""
         command = [*self.compose_command, "-p", self.project, *files, *args]
-        return _run(command, self.env, timeout).stdout
+        return _run(command, {**self.env, **(env or {})}, timeout).stdout
 
     def containers(self, service: str, running: bool = True) -> list[str]:
         filters = [
@@ -155,17 +164,32 @@ class Stack:
         listed = self.engine.docker("ps", *([] if running else ["-a"]), "-q", *filters)
         return listed.split()
 
+    def healthy(self, service: str) -> tuple[list[str], list[str]]:
+        """The running containers of ``service``, and those of them whose healthcheck passes."""
+        ids = self.containers(service)
+        healthy = [
+            cid
+            for cid in ids
+            if self.engine.docker("inspect", "-f", "{{.State.Health.Status}}", cid).strip()
+            == "healthy"
+        ]
+        return ids, healthy
+
+    def wait_healthy(self, service: str, containers: int) -> list[str]:
+        """Until `containers` containers of ``service`` run and are healthy; their ids."""
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            ids, healthy = self.healthy(service)
+            if len(ids) == containers == len(healthy):
+                return ids
+            time.sleep(1)
+        raise AssertionError(f"{containers} {service} containers not healthy\n{self.logs()}")
+
     def wait_ready(self, containers: int) -> None:
         """Until `containers` api containers are healthy and /ready answers through the lb."""
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            ids = self.containers("api")
-            healthy = [
-                cid
-                for cid in ids
-                if self.engine.docker("inspect", "-f", "{{.State.Health.Status}}", cid).strip()
-                == "healthy"
-            ]
+            ids, healthy = self.healthy("api")
             if len(ids) == containers == len(healthy):
                 try:
                     if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
@@ -225,7 +249,8 @@ def stack() -> Iterator[Stack]:
         )
         stack = Stack(
             engine, [*compose_command, "--env-file", str(env_file)],
-            f"sarstest{uuid.uuid4().hex[:8]}", f"http://127.0.0.1:{port}", engine.env, timings,
+            f"sarstest{uuid.uuid4().hex[:8]}", f"http://127.0.0.1:{port}", engine.env, settings,
+            timings,
         )  # fmt: skip
         stack.compose("up", "-d", "--build")
         stack.wait_ready(1)
@@ -234,7 +259,7 @@ def stack() -> Iterator[Stack]:
     finally:
         try:
             if stack is not None:
-                stack.compose("down", "-v", files=PGBOUNCER)
+                stack.compose(*REPLICAS, "down", "-v", files=PGBOUNCER)
                 left = stack.leftovers()
                 assert not left, f"down -v left {left}"
         finally:
@@ -410,10 +435,168 @@ def test_the_pgbouncer_overlay_serves_reads_and_writes(stack: Stack) -> None:
     assert _get(stack, "/stats").status_code == 200
 
 
-def _compose_config(**environment: str) -> subprocess.CompletedProcess[str]:
+def _replica_urls(stack: Stack, addresses: list[str]) -> str:
+    """DATABASE_REPLICA_URLS for replicas at these host:port addresses (the file's defaults)."""
+    password = stack.settings["POSTGRES_PASSWORD"]
+    return ",".join(
+        f"postgresql+asyncpg://sars:{password}@{address}/sars" for address in addresses
+    )
+
+
+def _psql(stack: Stack, container: str, sql: str) -> str:
+    """One statement run by the database's superuser in a PostgreSQL container, unaligned."""
+    return stack.engine.docker(
+        "exec", container, "psql", "-U", "sars", "-d", "sars", "-X", "-Atc", sql
+    ).strip()
+
+
+def _in_recovery(stack: Stack, replica: str) -> bool:
+    """Whether the replica's server answers, as a standby (not yet answering: False)."""
+    sql = "SELECT pg_is_in_recovery()"
+    command = ["docker", "exec", replica, "psql", "-U", "sars", "-d", "sars", "-X", "-Atc", sql]
+    return _run(command, stack.engine.env, 60, check=False).stdout.strip() == "t"
+
+
+def _hostname(stack: Stack, container: str) -> str:
+    return stack.engine.docker("inspect", "-f", "{{.Config.Hostname}}", container).strip()
+
+
+def _container_name(stack: Stack, container: str) -> str:
+    return stack.engine.docker("inspect", "-f", "{{.Name}}", container).strip().lstrip("/")
+
+
+def _wait_until(
+    condition: Callable[[], bool], describe: Callable[[], str], timeout: float = 120
+) -> None:
+    """Polls ``condition``; past ``timeout``, fails with what ``describe`` says then."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, describe()
+        time.sleep(0.5)
+
+
+def _assert_streaming_standbys(stack: Stack, replicas: list[str]) -> None:
+    """Each replica is in recovery, and the primary streams WAL to each (by its hostname)."""
+    _wait_until(
+        lambda: all(_in_recovery(stack, replica) for replica in replicas),
+        lambda: f"not every replica is a standby\n{stack.logs()}",
+    )
+    (db,) = stack.containers("db")
+    expected = sorted(f"{_hostname(stack, replica)}|streaming" for replica in replicas)
+
+    def streaming() -> list[str]:
+        rows = _psql(stack, db, "SELECT application_name, state FROM pg_stat_replication")
+        return sorted(rows.splitlines())
+
+    _wait_until(lambda: streaming() == expected, lambda: f"pg_stat_replication: {streaming()}")
+
+
+def _write_a_record(stack: Stack) -> httpx.Response:
+    created = httpx.post(
+        f"{stack.url}/records",
+        json={"country": f"Replica {uuid.uuid4().hex[:12]}", "date": "2003-12-03", "cases": 5},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return created
+
+
+def _wait_for_record_on(stack: Stack, replica: str, record_id: int) -> None:
+    sql = f"SELECT count(*) FROM records WHERE id = {int(record_id)}"
+    _wait_until(
+        lambda: _psql(stack, replica, sql) == "1", lambda: f"record {record_id} not on {replica}"
+    )
+
+
+def _assert_read_your_write(stack: Stack, created: httpx.Response) -> None:
+    token = created.headers.get("Consistency-Token")
+    assert token, dict(created.headers)
+    record = created.json()
+    read = _get(stack, f"/records/{record['id']}", headers={"Consistency-Token": token})
+    assert read.status_code == 200 and read.json() == record, read.text
+
+
+def _wait_replicas_healthy_in_ready(stack: Stack, names: list[str]) -> None:
+    def body() -> dict[str, Any]:
+        response = _get(stack, "/ready")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def all_healthy() -> bool:
+        replicas = body().get("replicas", [])
+        return sorted(replica["name"] for replica in replicas) == sorted(names) and all(
+            replica["healthy"] for replica in replicas
+        )
+
+    _wait_until(all_healthy, lambda: f"/ready: {body()}")
+    assert body()["degraded"] == []
+
+
+def _reads_from(stack: Stack, target: str) -> float:
+    """db_reads_total of one target in /metrics (one API process behind the lb)."""
+    metrics = _get(stack, "/metrics").text
+    pattern = rf'^db_reads_total\{{[^}}]*target="{re.escape(target)}"[^}}]*\}} (\S+)$'
+    return sum(float(found) for found in re.findall(pattern, metrics, re.MULTILINE))
+
+
+def test_a_streaming_replica_serves_the_api_reads(stack: Stack) -> None:
+    """README's single replica: the profile on, `replica:5432` in DATABASE_REPLICA_URLS."""
+    env = {"DATABASE_REPLICA_URLS": _replica_urls(stack, ["replica:5432"])}
+    started = time.monotonic()
+    stack.compose(*REPLICAS, "up", "-d", "--scale", "api=1", "--scale", "replica=1", env=env)
+    stack.wait_ready(1)
+    (replica,) = stack.wait_healthy("replica", 1)
+    stack.timings["one replica up"] = time.monotonic() - started
+    _assert_streaming_standbys(stack, [replica])
+    created = _write_a_record(stack)
+    _wait_for_record_on(stack, replica, created.json()["id"])
+    # The core's side of the interface: /ready, Consistency-Token, db_reads_total.
+    _wait_replicas_healthy_in_ready(stack, ["replica:5432"])
+    _assert_read_your_write(stack, created)
+    before = _reads_from(stack, "replica:5432")
+    for _ in range(5):
+        assert _get(stack, "/records", params={"limit": 5}).status_code == 200
+    assert _reads_from(stack, "replica:5432") >= before + 5
+
+
+def test_scaled_replicas_each_copy_the_primary_and_serve_behind_pgbouncer(stack: Stack) -> None:
+    """`--scale replica=2` with the PgBouncer overlay: the API reaches each replica by name."""
+    started = time.monotonic()
+    stack.compose(*REPLICAS, "up", "-d", "--scale", "replica=2", "replica", files=PGBOUNCER)
+    replicas = stack.wait_healthy("replica", 2)
+    names = sorted(f"{_container_name(stack, replica)}:5432" for replica in replicas)
+    urls = _replica_urls(stack, names)
+    stack.compose(
+        *REPLICAS, "up", "-d", "--scale", "api=1", "--scale", "replica=2",
+        files=PGBOUNCER, env={"DATABASE_REPLICA_URLS": urls},
+    )  # fmt: skip
+    stack.wait_ready(1)
+    stack.timings["two replicas up"] = time.monotonic() - started
+    (api,) = stack.containers("api")
+    environment = stack.engine.docker("inspect", "-f", "{{json .Config.Env}}", api)
+    assert "@pgbouncer:6432/" in environment and f"DATABASE_REPLICA_URLS={urls}" in environment
+    _assert_streaming_standbys(stack, replicas)
+    created = _write_a_record(stack)
+    for replica in replicas:
+        _wait_for_record_on(stack, replica, created.json()["id"])
+    # A restarted replica runs its copy again, which catches up: no second pg_basebackup.
+    restarted = replicas[0]
+    stack.engine.docker("restart", restarted, timeout=120)
+    stack.wait_healthy("replica", 2)
+    assert stack.logs(restarted).count("copying the primary") == 1, stack.logs(restarted)
+    _assert_streaming_standbys(stack, replicas)
+    _wait_for_record_on(stack, restarted, _write_a_record(stack).json()["id"])
+    # The core's side of the interface.
+    _wait_replicas_healthy_in_ready(stack, names)
+    _assert_read_your_write(stack, _write_a_record(stack))
+
+
+def _compose_config(*options: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose [options] config -q`, with CURSOR_SECRET only if given."""
     env = {k: v for k, v in os.environ.items() if k != "CURSOR_SECRET"}
     return subprocess.run(
-        ["docker-compose", "config", "-q"],
+        ["docker-compose", *options, "config", "-q"],
         cwd=REPO_ROOT,
         env={**env, **environment},
         capture_output=True,
@@ -443,3 +626,10 @@ def test_the_example_env_file_must_be_completed() -> None:
         timeout=60,
     )
     assert done.returncode != 0 and "CURSOR_SECRET" in done.stderr
+
+
+@needs_commands("docker-compose")
+def test_the_replicas_profile_is_valid_alone_and_with_the_pgbouncer_overlay() -> None:
+    for files in ((), PGBOUNCER):
+        checked = _compose_config(*files, *REPLICAS, CURSOR_SECRET="a-secret-of-our-own")
+        assert checked.returncode == 0, checked.stderr

@@ -3,6 +3,9 @@
 # - POSTGRES_PASSWORD is required on first start unless POSTGRES_HOST_AUTH_METHOD=trust;
 #   POSTGRES_USER (default postgres) is the superuser, POSTGRES_DB (default POSTGRES_USER)
 #   is created; PGDATA is initialised with initdb when it holds no cluster.
+# - Then, with that server still running, the files of /docker-entrypoint-initdb.d in name order:
+#   `*.sh` executed when executable, otherwise sourced; `*.sql` run with psql into POSTGRES_DB;
+#   anything else (the real image's compressed SQL too) ignored.
 # - As in the real image, the first start runs a temporary server that listens on the Unix
 #   socket only while it creates the database, then restarts it listening on every address.
 # - The server runs as `postgres`; other commands run as given.
@@ -22,8 +25,38 @@ if [ "$(id -u)" = 0 ]; then
   exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 
+run_init_files() {
+  local file
+  for file in /docker-entrypoint-initdb.d/*; do
+    [ -e "$file" ] || continue
+    case "$file" in
+      *.sh)
+        if [ -x "$file" ]; then
+          echo "$0: running $file"
+          "$file"
+        else
+          echo "$0: sourcing $file"
+          # The real entrypoint runs without -u: a script written for it may use unset names.
+          set +u
+          # shellcheck disable=SC1090
+          . "$file"
+          set -u
+        fi
+        ;;
+      *.sql)
+        echo "$0: running $file"
+        psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --username "$POSTGRES_USER" \
+          --dbname "$POSTGRES_DB" -f "$file"
+        ;;
+      *) echo "$0: ignoring $file" ;;
+    esac
+  done
+}
+
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   : "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}" "${POSTGRES_HOST_AUTH_METHOD:=}"
+  # As the real image's: initialisation scripts see these in their environment.
+  export POSTGRES_USER POSTGRES_DB PGPASSWORD=${PGPASSWORD:-${POSTGRES_PASSWORD:-}}
   if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "$POSTGRES_HOST_AUTH_METHOD" != trust ]; then
     cat >&2 <<'MESSAGE'
 Error: Database is uninitialized and superuser password is not specified.
@@ -39,10 +72,10 @@ MESSAGE
     >>"$PGDATA/pg_hba.conf"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p ${PGPORT:-5432}" -w start
   if [ "$POSTGRES_DB" != postgres ]; then
-    PGPASSWORD=${POSTGRES_PASSWORD:-} psql -v ON_ERROR_STOP=1 --no-psqlrc \
-      --username "$POSTGRES_USER" --dbname postgres --set db="$POSTGRES_DB" \
-      <<<'CREATE DATABASE :"db";'
+    psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname postgres \
+      --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
   fi
+  run_init_files
   pg_ctl -D "$PGDATA" -m fast -w stop
   echo "PostgreSQL init process complete; ready for start up."
 fi
