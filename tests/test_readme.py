@@ -40,6 +40,13 @@ RUN_ELSEWHERE = {
     "cp deploy/compose.env.example .env": ("tests/test_compose.py", "compose.env.example"),
     "docker compose up -d --build": ("tests/test_compose.py", '"up", "-d", "--build"'),
     "curl localhost:8080/ready": ("tests/test_compose.py", '"/ready"'),
+    # The replicas profile: the profile, and DATABASE_REPLICA_URLS, as the README's .env says.
+    "docker compose --profile replicas up -d": (
+        "tests/test_compose.py",
+        '"--profile", "replicas"',
+    ),
+    "COMPOSE_PROFILES=replicas": ("tests/test_compose.py", '"--profile", "replicas"'),
+    "DATABASE_REPLICA_URLS=": ("tests/test_compose.py", '"DATABASE_REPLICA_URLS"'),
     "docker compose --profile load run --rm loader": (
         "tests/test_compose.py",
         '"--profile", "load", "run", "--rm", "loader"',
@@ -49,9 +56,10 @@ RUN_ELSEWHERE = {
         "tests/test_compose.py",
         '"up", "-d", files=PGBOUNCER',
     ),
-    "docker compose -f docker-compose.yml -f docker-compose.pgbouncer.yml down -v": (
+    "docker compose -f docker-compose.yml -f docker-compose.pgbouncer.yml --profile replicas "
+    "down -v": (
         "tests/test_compose.py",
-        '"down", "-v", files=PGBOUNCER',
+        '*REPLICAS, "down", "-v", files=PGBOUNCER',
     ),
     "scripts/wheelhouse.sh": ("tests/test_compose.py", "scripts/wheelhouse.sh"),
     "WHEELHOUSE=wheelhouse docker compose up -d --build": (
