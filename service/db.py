@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
-from quart import Quart, Response, current_app, request
+from quart import Quart, Response, after_this_request, current_app, request
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
@@ -33,12 +33,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.sql import ClauseElement
+from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 from service.compat import aiosqlite as compat_aiosqlite
 from service.compat.asyncpg import CancellableConnection
 from service.compat.sqlalchemy import (
     FairQueuePool,
-    engines_in_use,
+    holds_connection_to,
     reads_only,
     scoped_sessions,
     transaction_has_connection,
@@ -75,6 +76,7 @@ SQLITE_THREAD_GRACE_SECONDS = 10.0
 
 
 logger = logging.getLogger(__name__)
+AnyResponse = Response | WerkzeugResponse
 
 
 class NoSessionError(RuntimeError):
@@ -251,6 +253,8 @@ class RoutingSession(Session):
     """
 
     replica: Replica | None = None
+    # Whether this is a GET or HEAD request's session: its reads are counted by server.
+    reads = False
     # Whether a commit succeeded: a write response then carries a consistency token.
     committed = False
 
@@ -446,7 +450,6 @@ class Database:
         else:
             app.before_serving(self._start_replica_checks)
             app.before_request(self._open_routed_request_session)
-            app.after_request(self._attach_consistency_token)
             app.teardown_request(self._remove_routed_request_session)
         app.after_serving(self.dispose)
 
@@ -464,28 +467,35 @@ class Database:
 
     async def _open_routed_request_session(self) -> None:
         """A GET or HEAD request reads from one replica for all its statements: the one its
-        consistency token allows, if any (service.replicas)."""
-        replica = None
-        if self._routing and request.method in READ_METHODS:
+        consistency token allows, if any (service.replicas). A write answers with a token."""
+        method = request.method
+        if method in WRITE_METHODS:
+            self.open_session(writes=True)
+            after_this_request(self._attach_consistency_token)
+            return
+        session = self.open_session(writes=False)
+        if method in READ_METHODS:
             assert self.replicas is not None
-            replica = self.replicas.pick(request.headers.get(TOKEN_HEADER))
-        self.open_session(writes=request.method in WRITE_METHODS, replica=replica)
+            routed: RoutingSession = session.sync_session  # type: ignore[assignment]
+            routed.reads = True
+            if self._routing:
+                routed.replica = self.replicas.pick(request.headers.get(TOKEN_HEADER))
 
     async def _remove_routed_request_session(self, _exc: BaseException | None) -> None:
-        if request.method in READ_METHODS and self.scoped.registry.has():
-            self._count_read(self.scoped.registry())
+        registry = self.scoped.registry
+        if registry.has():
+            routed: RoutingSession = registry().sync_session  # type: ignore[assignment]
+            if routed.reads:
+                self._count_read(routed)
         await self.remove_session()
 
-    def _count_read(self, session: AsyncSession) -> None:
+    def _count_read(self, session: RoutingSession) -> None:
         """Count a read request against each server it read from."""
         assert self.replicas is not None
-        used = engines_in_use(session)
-        if not used:
-            return
-        replica: Replica | None = session.sync_session.replica  # type: ignore[attr-defined]
-        if replica is not None and replica.sync_engine in used:
+        replica = session.replica
+        if replica is not None and holds_connection_to(session, replica.sync_engine):
             replica.reads += 1
-        if self.engine.sync_engine in used:
+        if holds_connection_to(session, self.engine.sync_engine):
             self.replicas.primary_reads += 1
 
     async def reopen_on_primary(self, error: BaseException) -> bool:
@@ -493,8 +503,8 @@ class Database:
         request a new session on the primary and say whether to serve it again. Once only."""
         if self.replicas is None or not self.scoped.registry.has():
             return False
-        session = self.scoped.registry()
-        replica: Replica | None = session.sync_session.replica  # type: ignore[attr-defined]
+        routed: RoutingSession = self.scoped.registry().sync_session  # type: ignore[assignment]
+        replica = routed.replica
         if replica is None or not read_again_on_primary(error):
             return False
         self.replicas.read_failed(replica, error)
@@ -504,14 +514,12 @@ class Database:
             type(error).__name__,
         )
         await self._remove_routed_request_session(error)
-        self.open_session(writes=False)
+        self.open_session(writes=False).sync_session.reads = True  # type: ignore[attr-defined]
         return True
 
-    async def _attach_consistency_token(self, response: Response) -> Response:
+    async def _attach_consistency_token(self, response: AnyResponse) -> AnyResponse:
         """A write that committed answers with the primary's WAL position after its commit."""
-        if request.method not in WRITE_METHODS or response.status_code >= 400:
-            return response
-        if not self.scoped.registry.has():
+        if response.status_code >= 400 or not self.scoped.registry.has():
             return response
         session = self.scoped.registry()
         if session.sync_session.committed:  # type: ignore[attr-defined]

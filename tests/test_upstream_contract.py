@@ -204,7 +204,7 @@ async def test_sqlalchemy_session_transaction_and_scoped_registry_answer(
             )
             _check(
                 compat_sqlalchemy,
-                compat_sqlalchemy.engines_in_use(session) == {db.engine.sync_engine},
+                compat_sqlalchemy.holds_connection_to(session.sync_session, db.engine.sync_engine),
                 "SessionTransaction._connections is no longer keyed on each engine",
             )
 

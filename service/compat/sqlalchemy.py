@@ -32,7 +32,7 @@ Why:
   and "Pool recreating" at INFO as ``service.compat.sqlalchemy.FairQueuePool``, among the
   service's own lines and at its level; SQLAlchemy's own pools log under ``sqlalchemy.pool``,
   which it keeps at WARNING unless asked for more. It goes with ``FairQueuePool``.
-- ``engines_in_use``: which servers a request read from, counted per target when read
+- ``holds_connection_to``: which servers a request read from, counted per target when read
   replicas are configured (``service.db``); same reason, same condition.
 - ``reads_only``: a SELECT that locks rows must go to the primary (``service.db``
   ``RoutingSession``); ``Select`` has no public accessor for its ``FOR UPDATE`` clause. It can
@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import queue as sqla_queue
 from sqlalchemy.util.concurrency import await_
@@ -150,12 +151,10 @@ def transaction_has_connection(session: AsyncSession) -> bool:
     return transaction is not None and bool(transaction._connections)
 
 
-def engines_in_use(session: AsyncSession) -> frozenset[Engine]:
-    """The engines whose connections ``session``'s transaction holds right now."""
-    transaction = session.sync_session.get_transaction()
-    if transaction is None:
-        return frozenset()
-    return frozenset(key for key in transaction._connections if isinstance(key, Engine))
+def holds_connection_to(session: Session, engine: Engine) -> bool:
+    """Whether ``session``'s transaction holds a connection of ``engine`` right now."""
+    transaction = session.get_transaction()
+    return transaction is not None and engine in transaction._connections
 
 
 def reads_only(statement: Any) -> bool:
