@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import itertools
 import logging
 import time
@@ -81,6 +83,11 @@ async def read_primary_position(connection: AsyncConnection) -> Position:
     return primary_position((await connection.execute(PRIMARY_POSITION)).one())
 
 
+def token_key(secret: str) -> bytes:
+    """The key consistency tokens are signed with."""
+    return hmac.new(secret.encode(), b"consistency-token", hashlib.sha256).digest()
+
+
 def replica_name(url: URL) -> str:
     """How logs, /ready and /metrics name a replica: host:port."""
     return f"{url.host or 'localhost'}:{url.port or 5432}"
@@ -115,6 +122,8 @@ class ReplicaSet:
         one-connection engine of a server's checks."""
         self.settings = settings
         self._make_engine = make_engine
+        # Derived from CURSOR_SECRET: a cursor never passes for a token, nor a token for one.
+        self._token_key = token_key(settings.CURSOR_SECRET)
         self._primary_checks: AsyncEngine | None = None
         self.replicas: list[Replica] = []
         self.primary: Position | None = None
@@ -169,12 +178,17 @@ class ReplicaSet:
 
     def _readable_position(self, token: str) -> Position | None:
         """The position a token asks for, if a replica may serve it at all."""
-        payload = unsign(self.settings.CURSOR_SECRET.encode(), token)
+        payload = unsign(self._token_key, token)
         if payload is None or self.primary is None:
             return None
         try:
             version, system_id, timeline, lsn, issued = orjson.loads(payload)
         except (orjson.JSONDecodeError, TypeError, ValueError):
+            return None
+        # Only this service can sign, but a payload is checked like any input all the same.
+        if not all(type(field) is int for field in (version, system_id, timeline, lsn)):
+            return None
+        if type(issued) not in (int, float):
             return None
         if version != TOKEN_VERSION or time.time() - issued > self.settings.READ_TOKEN_TTL:
             return None
@@ -184,7 +198,7 @@ class ReplicaSet:
 
     def token(self, position: Position) -> str:
         payload = orjson.dumps([TOKEN_VERSION, *position, round(time.time(), 3)])
-        return sign(self.settings.CURSOR_SECRET.encode(), payload)
+        return sign(self._token_key, payload)
 
     def read_failed(self, replica: Replica, error: BaseException) -> None:
         """A read on ``replica`` failed; when the server did not answer, it takes no more
@@ -260,7 +274,8 @@ class ReplicaSet:
                     connection = await connection.execution_options(**self._check_options)
                     row = (await connection.execute(REPLICA_POSITION)).one()
         except Exception as error:  # any failure: no reads until it recovers
-            self._set_unhealthy(replica, f"check failed: {type(error).__name__}")
+            replica.lag_bytes = replica.lag_seconds = None
+            self._set_unhealthy(replica, f"check failed: {_describe(error)}")
             return
         problem = self._judge(replica, row)
         if problem is None:
@@ -270,12 +285,12 @@ class ReplicaSet:
 
     def _judge(self, replica: Replica, row: Any) -> str | None:
         """Record what a replica's check found; why it may not take reads, or None."""
+        replica.lag_bytes = replica.lag_seconds = None
         if not row.in_recovery:
             return "not a standby (not in recovery)"
         replica.replay_lsn = int(row.replay_lsn) if row.replay_lsn is not None else -1
         primary = self.primary
         if primary is None:  # the primary never answered: the lag is unknown
-            replica.lag_bytes = replica.lag_seconds = None
             return None
         if int(row.system_id) != primary.system_id:
             return "a standby of another cluster"
@@ -303,9 +318,18 @@ class ReplicaSet:
         replica.healthy, replica.error = True, None
 
     def _set_unhealthy(self, replica: Replica, reason: str) -> None:
-        if replica.healthy:
+        # Said when it stops taking reads, and when the first check finds it unfit (a
+        # replica misconfigured from the start would otherwise never be named in the log).
+        if replica.healthy or not self.checked:
             logger.warning("replica %s takes no reads: %s", replica.name, reason)
         replica.healthy, replica.error = False, reason
+
+
+def _describe(error: BaseException) -> str:
+    """The error's type and, for a driver error, the server's or driver's own words."""
+    original = getattr(error, "orig", None) or error
+    detail = str(original).splitlines()[0] if str(original) else ""
+    return f"{type(original).__name__}: {detail}" if detail else type(original).__name__
 
 
 def _unreachable(error: BaseException) -> bool:

@@ -107,11 +107,7 @@ class Settings(BaseSettings):
         primary = info.data.get("DATABASE_URL")
         if value and primary is not None and make_url(primary).get_backend_name() != "postgresql":
             raise ValueError("read replicas need a PostgreSQL DATABASE_URL")
-        replicas = tuple(async_database_url(raw) for raw in value)
-        for replica in replicas:
-            if replica.get_backend_name() != "postgresql":
-                raise ValueError(f"not a PostgreSQL URL: {replica.render_as_string()!r}")
-        return tuple(replica.render_as_string(hide_password=False) for replica in replicas)
+        return tuple(_postgresql_url(raw) for raw in value)
 
     @property
     def database_url(self) -> URL:
@@ -154,6 +150,20 @@ def async_database_url(raw: str) -> URL:
             "or sqlite+aiosqlite:///FILE (synchronous drivers cannot serve this async app)"
         )
     return url.set(drivername=driver)
+
+
+def _postgresql_url(raw: str) -> str:
+    """A replica's URL for the async driver; anything but PostgreSQL is refused."""
+    try:
+        backend: str | None = make_url(raw).get_backend_name()
+    except (ArgumentError, ValueError):
+        backend = None
+    if backend not in ("postgres", "postgresql"):
+        raise ValueError(
+            f"not a PostgreSQL URL: {masked_url(raw)!r}; replicas are PostgreSQL hot standbys "
+            "(postgresql+asyncpg://user:password@host:port/database)"
+        )
+    return async_database_url(raw).render_as_string(hide_password=False)
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:

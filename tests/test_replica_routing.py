@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session
 from service.app import create_app
 from service.db import Database, RoutingSession, get_database
 from service.models import Country
-from service.replicas import TOKEN_HEADER, TOKEN_VERSION, Position, Replica, ReplicaSet
+from service.replicas import (
+    TOKEN_HEADER,
+    TOKEN_VERSION,
+    Position,
+    Replica,
+    ReplicaSet,
+    token_key,
+)
 from service.settings import ConfigError, load_settings
 from service.signing import sign
 from tests.conftest import AUTH, settings_for
@@ -53,10 +60,15 @@ def test_replica_urls_are_postgresql_urls_for_the_async_driver() -> None:
         "postgresql+asyncpg://u@h3/db",
     )
     assert "secret" not in repr(settings)
-    with pytest.raises(ConfigError, match=r"DATABASE_REPLICA_URLS.*unsupported driver"):
-        load_settings(
-            {"DATABASE_URL": "postgresql://u@h1/db", "DATABASE_REPLICA_URLS": "mysql://h"}
-        )
+    for wrong in (
+        "mysql://h/db",
+        "sqlite+aiosqlite:///x.db",
+        "not a url",
+        "postgresql://u:pw@h:x/d",
+    ):
+        with pytest.raises(ConfigError, match=r"DATABASE_REPLICA_URLS.*not a PostgreSQL URL") as e:
+            load_settings({"DATABASE_URL": "postgresql://u@h1/db", "DATABASE_REPLICA_URLS": wrong})
+        assert "sqlite" not in str(e.value).replace(wrong, "") and "pw" not in str(e.value)
 
 
 # -- off: nothing changes ---------------------------------------------------------------------
@@ -154,7 +166,7 @@ async def test_get_requests_read_the_replica_and_writes_the_primary(
 
 @pytest.mark.postgresql_only
 async def test_a_read_whose_replica_is_down_is_served_again_by_the_primary(
-    database_url: str,
+    database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = create_app(
         settings_for(database_url, DATABASE_REPLICA_URLS=DEAD_REPLICA, REPLICA_CHECK_INTERVAL=3600)
@@ -165,6 +177,8 @@ async def test_a_read_whose_replica_is_down_is_served_again_by_the_primary(
         await until(lambda: bool(replicas.replicas) and replicas.checked, "the first check")
         dead = replicas.replicas[0]
         assert not dead.healthy and "check failed" in (dead.error or "")
+        # Unfit from the first check on: said once in the log, not only in /ready.
+        assert "replica 127.0.0.1:9 takes no reads: check failed" in caplog.text
         _take_reads(replicas, dead)
         client = app.test_client()
         response = await client.get("/countries")
@@ -200,7 +214,7 @@ def replica_set() -> ReplicaSet:
 
 
 def _token(replicas: ReplicaSet, *fields: Any, secret: str | None = None) -> str:
-    key = (secret or replicas.settings.CURSOR_SECRET).encode()
+    key = token_key(secret or replicas.settings.CURSOR_SECRET)
     return sign(key, orjson.dumps(list(fields)))
 
 
@@ -240,6 +254,18 @@ def test_a_token_allows_only_replicas_past_its_position(replica_set: ReplicaSet)
         pytest.param(lambda r: _token(r, TOKEN_VERSION, 7, 2), id="short"),
         pytest.param(lambda r: sign(r.settings.CURSOR_SECRET.encode(), b"{}"), id="not-a-list"),
         pytest.param(lambda r: _token(r, "1", "7", 2, 1, "now"), id="wrong-types"),
+        pytest.param(lambda r: _token(r, TOKEN_VERSION, 7, 2, "1", time.time()), id="text-lsn"),
+        pytest.param(lambda r: _token(r, TOKEN_VERSION, 7, 2, None, time.time()), id="null-lsn"),
+        pytest.param(lambda r: _token(r, TOKEN_VERSION, 7, 2, 1, "now"), id="text-time"),
+        pytest.param(lambda r: _token(r, TOKEN_VERSION, 7, 2, 1.5, time.time()), id="float-lsn"),
+        pytest.param(lambda r: _token(r, True, 7, 2, 1, time.time()), id="bool-version"),
+        pytest.param(
+            lambda r: sign(
+                r.settings.CURSOR_SECRET.encode(),
+                orjson.dumps([TOKEN_VERSION, 7, 2, 1, time.time()]),
+            ),
+            id="signed-with-the-cursor-key",
+        ),
     ],
 )
 def test_a_token_that_proves_nothing_reads_from_the_primary(
@@ -279,8 +305,14 @@ def test_a_replica_takes_reads_only_as_a_close_standby_of_the_same_cluster(
     replica_set.settings = load_settings(
         {"DATABASE_URL": "postgresql://u@h/db", "REPLICA_MAX_LAG_BYTES": 100}
     )
-    judged = replica_set._judge(replica_set.replicas[0], row)
+    replica = replica_set.replicas[0]
+    replica.lag_bytes = replica.lag_seconds = 123  # what an earlier check found
+    judged = replica_set._judge(replica, row)
     assert judged == problem or (problem is not None and problem in (judged or ""))
+    # Lag figures are shown only for a standby of this cluster on the primary's timeline.
+    measured = problem is None or problem.startswith("lags")
+    assert (replica.lag_bytes is not None) == measured
+    assert (replica.lag_seconds is not None) == measured
 
 
 def test_lag_in_seconds_counts_from_when_the_primary_first_had_the_missing_wal(
