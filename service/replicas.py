@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.errors import translate_database_error
 from service.settings import Settings
@@ -109,9 +110,30 @@ class Replica:
     error: str | None = "not checked yet"
     reads: int = 0
     sync_engine: Engine = field(init=False)
+    # The open connections of both engines, to drop them all when the server stops answering.
+    _connections: set[ConnectionPoolEntry] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.sync_engine = self.engine.sync_engine
+        for engine in (self.engine, self.check_engine):
+            event.listen(engine.sync_engine, "connect", self._opened)
+            event.listen(engine.sync_engine, "close", self._closed)
+            event.listen(engine.sync_engine, "detach", self._closed)
+
+    def _opened(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        self._connections.add(record)
+
+    def _closed(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        self._connections.discard(record)
+
+    def drop_connections(self) -> None:
+        """End every connection to this server at once, in use or idle: a statement waiting
+        on one fails now instead of at the command timeout, and a pool's disposal does not
+        wait for a server that will not say goodbye. The pool replaces them as it needs."""
+        for record in list(self._connections):
+            connection = record.driver_connection
+            if connection is not None and not connection.is_closed():
+                connection.terminate()
 
 
 class ReplicaSet:
@@ -268,11 +290,20 @@ class ReplicaSet:
             self._history.append((position.lsn, time.monotonic()))
 
     async def _check_replica(self, replica: Replica) -> None:
+        checking = asyncio.ensure_future(self._replica_position(replica))
+        done, _ = await asyncio.wait({checking}, timeout=CHECK_TIMEOUT_SECONDS)
+        if not done:
+            # No answer: frozen or cut off. It takes no more reads from now, and the reads
+            # waiting on it are freed to be read again on the primary (service.asgi).
+            replica.lag_bytes = replica.lag_seconds = None
+            self._set_unhealthy(replica, f"check failed: no answer in {CHECK_TIMEOUT_SECONDS:g} s")
+            self.refresh()
+            replica.drop_connections()
+            checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
+            return
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-                async with replica.check_engine.connect() as connection:
-                    connection = await connection.execution_options(**self._check_options)
-                    row = (await connection.execute(REPLICA_POSITION)).one()
+            row = checking.result()
         except Exception as error:  # any failure: no reads until it recovers
             replica.lag_bytes = replica.lag_seconds = None
             self._set_unhealthy(replica, f"check failed: {_describe(error)}")
@@ -282,6 +313,11 @@ class ReplicaSet:
             self._set_healthy(replica)
         else:
             self._set_unhealthy(replica, problem)
+
+    async def _replica_position(self, replica: Replica) -> Any:
+        async with replica.check_engine.connect() as connection:
+            connection = await connection.execution_options(**self._check_options)
+            return (await connection.execute(REPLICA_POSITION)).one()
 
     def _judge(self, replica: Replica, row: Any) -> str | None:
         """Record what a replica's check found; why it may not take reads, or None."""

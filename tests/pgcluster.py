@@ -3,8 +3,10 @@ start at will, as scripts/stack.sh makes one: run as ``postgres`` when we are ro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -123,6 +125,17 @@ class Cluster:
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
+
+    def send_signal(self, signum: signal.Signals) -> None:
+        """Send ``signum`` to the postmaster and every process it started (SIGSTOP freezes
+        the whole server: it accepts connections and answers nothing)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(postmaster)], capture_output=True, text=True
+        ).stdout.split()
+        for pid in [postmaster, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     @property
     def running(self) -> bool:

@@ -8,6 +8,7 @@ the old value) and in the delta of ``db_reads_total`` by target of one API proce
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 import uuid
@@ -15,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from tests.conftest import AUTH, TOKEN
 from tests.databases import in_a_thread
 from tests.live import live_server
 from tests.pgcluster import Cluster, needs_postgres_binaries
-from tests.replication import Replication, wait_for
+from tests.replication import WAIT_GUARD_SECONDS, Replication, wait_for
 
 pytestmark = [pytest.mark.e2e, needs_postgres_binaries()]
 
@@ -52,6 +53,7 @@ def serving(
     *,
     database_url: str | None = None,
     max_lag_bytes: int = 16 * 1024 * 1024,
+    **settings: str,
 ) -> Iterator[httpx.Client]:
     """The service reading from ``standbys``; a client of it (authorised for writes).
 
@@ -68,6 +70,7 @@ def serving(
             REPLICA_CHECK_INTERVAL="0.1",
             REPLICA_MAX_LAG_BYTES=str(max_lag_bytes),
             REPLICA_MAX_LAG_SECONDS="3600",
+            **cast(dict[str, Any], settings),  # only settings: no keyword of live_server's own
         ) as server,
         httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
     ):
@@ -336,6 +339,34 @@ def test_a_replica_stopped_under_load_fails_no_read_and_comes_back(
         assert len(load.failures) <= in_flight_at_stop, (
             f"{len(load.failures)} failed, {in_flight_at_stop} in flight: {load.failures[:3]}"
         )
+
+
+def test_reads_waiting_on_a_frozen_replica_move_to_the_primary(
+    replicas: Replication, database: str, tmp_path: Path
+) -> None:
+    """A replica that stops answering (SIGSTOP: connections are accepted, nothing answers)
+    holds its reads only until a check goes unanswered, not for the command timeout."""
+    standby = replicas.standbys[0]
+    # Far above the hang guard: a read the service left waiting would fail the test.
+    patience = str(10 * WAIT_GUARD_SECONDS)
+    with serving(
+        replicas, database, tmp_path / "api.log", [standby], DB_COMMAND_TIMEOUT=patience
+    ) as api:
+        path = create_country(api, "Frozen")
+        replicas.wait_caught_up(standby)
+        wait_in_step(api, standby)
+        with ReadLoad(str(api.base_url), path) as load:
+            assert _targets_during(api, load)[standby.address] >= 10
+            standby.send_signal(signal.SIGSTOP)
+            try:
+                wait_degraded(api, standby)
+                moved = _targets_during(api, load)  # the frozen replica's reads ended too
+                assert moved[standby.address] == 0 and moved["primary"] >= 10, moved
+            finally:
+                standby.send_signal(signal.SIGCONT)
+            wait_degraded(api)
+        assert load.failures == []
+    assert "Traceback" not in (tmp_path / "api.log").read_text()
 
 
 def test_with_every_replica_down_reads_come_from_the_primary(
