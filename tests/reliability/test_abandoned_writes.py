@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import pytest
@@ -42,7 +42,7 @@ from tests.reliability.contract import problem_issues
 from tests.reliability.rawhttp import Client, IncompleteResponseError, Outcome, Response
 from tests.reliability.report import Section
 from tests.reliability.server import hypercorn
-from tests.waiting import HANG_GUARD_SECONDS
+from tests.waiting import polled
 
 SECTIONS = {
     "test_clients_that_leave_large_writes_strand_no_connection": (
@@ -64,8 +64,6 @@ ITEMS = 2_000
 CASES_PER_KIND = 6
 CONCURRENCY = 3
 HANG = 60.0
-
-_T = TypeVar("_T")
 
 
 # -- clients that leave large writes ----------------------------------------------------------
@@ -146,23 +144,6 @@ async def _leave(server: LiveServer, case: Case, request: bytes) -> None:
         (rawhttp.reset if case.close == "rst" else rawhttp.abort)(writer)
 
 
-async def _polled(
-    read: Callable[[], Awaitable[_T]], done: Callable[[_T], bool]
-) -> tuple[_T, float]:
-    """Read until ``done`` holds; the last reading and how long it took.
-
-    How long is a figure, not a check: a loaded machine may take its time (a request that
-    was validating a large body when its client left ends at its next await). Only the hang
-    guard ends the wait early, and the caller's checks then fail on the last reading.
-    """
-    started = time.monotonic()
-    while True:
-        reading = await read()
-        if done(reading) or time.monotonic() - started > HANG_GUARD_SECONDS:
-            return reading, time.monotonic() - started
-        await asyncio.sleep(0.1)
-
-
 async def _settled(server: LiveServer) -> tuple[dict[str, float], float]:
     """Poll /metrics until nothing is checked out and the scrape is the only session."""
     async with Client.for_url(server.url) as client:
@@ -170,7 +151,7 @@ async def _settled(server: LiveServer) -> tuple[dict[str, float], float]:
         async def scrape() -> dict[str, float]:
             return rawhttp.parse_metrics((await client.request("GET", "/metrics")).text())
 
-        return await _polled(
+        return await polled(
             scrape, lambda m: m["db_pool_checked_out"] == 0 and m["db_sessions_open"] == 1
         )
 
@@ -182,7 +163,7 @@ async def _busy_backends(database_url: str) -> int:
 
 
 async def _until_no_busy_backend(database_url: str) -> tuple[int, float]:
-    return await _polled(lambda: _busy_backends(database_url), lambda busy: busy == 0)
+    return await polled(lambda: _busy_backends(database_url), lambda busy: busy == 0)
 
 
 @pytest.mark.reliability
