@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 from quart import Quart, Response, current_app, g, request
 from quart.json.provider import DefaultJSONProvider
-from quart.wrappers import Request
 from werkzeug.datastructures import ETags
 from werkzeug.http import parse_etags
 from werkzeug.routing import BaseConverter
 
+from service.compat.quart import CancellableBodyRequest
 from service.compat.quart_schema import serialize_models_directly
 from service.errors import APIError
 from service.settings import Settings
@@ -52,7 +52,7 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-class ServiceRequest(Request):
+class ServiceRequest(CancellableBodyRequest):
     """A request whose JSON body must be declared as JSON, within the route's size limit."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:

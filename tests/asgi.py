@@ -27,8 +27,10 @@ async def call(
     *,
     headers: dict[str, str] | None = None,
     disconnect: asyncio.Event | None = None,
+    body_sent: asyncio.Event | None = None,
 ) -> Exchange:
-    """Send one request; when ``disconnect`` is set, the client goes away."""
+    """Send one request (its body once ``body_sent`` is set, if given); when ``disconnect``
+    is set, the client goes away."""
     sent_body = False
     exchange = Exchange()
     raw_headers = [(b"host", b"test"), (b"content-type", b"application/json")]
@@ -55,6 +57,8 @@ async def call(
         nonlocal sent_body
         if not sent_body:
             sent_body = True
+            if body_sent is not None:
+                await body_sent.wait()
             return {"type": "http.request", "body": body, "more_body": False}
         if disconnect is None:
             await asyncio.Future()  # a client that stays until the response is done

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from quart import Blueprint, Quart, Response, g
+from quart import Blueprint, Quart, Response, g, request
 
 from service.app import create_app
+from service.compat.quart import LOST_CANCEL
 from tests import asgi
 from tests.conftest import settings_for
 from tests.waiting import HANG_GUARD_SECONDS
@@ -112,6 +113,55 @@ async def test_a_cancel_from_the_server_is_not_swallowed(app: Quart) -> None:
     call.cancel()
     await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)
     assert call.cancelled()
+
+
+async def test_a_client_that_leaves_right_after_its_body_cancels_the_request(app: Quart) -> None:
+    # The body completes and the client leaves in one step of the reader: the cancel lands
+    # as the request's wait for the body ends (Python 3.11's wait_for would return the body).
+    waiting, read = asyncio.Event(), asyncio.Event()
+
+    @app.post("/body")
+    async def body() -> str:
+        waiting.set()
+        await request.get_data()
+        read.set()
+        return "read"
+
+    sent, gone = asyncio.Event(), asyncio.Event()
+    gone.set()
+    call = asyncio.create_task(
+        asgi.call(app, "POST", "/body", b"{}", body_sent=sent, disconnect=gone)
+    )
+    await waiting.wait()
+    sent.set()
+    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)
+    assert call.result().status is None
+    assert not read.is_set()
+    assert call.cancelling() == 0
+
+
+async def test_a_request_that_swallows_the_cancel_is_logged_and_the_cancel_taken_back(
+    app: Quart, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = asyncio.Event()
+
+    @app.get("/stubborn")
+    async def stubborn() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # what a swallowed cancel looks like from outside
+        return "late"
+
+    gone = asyncio.Event()
+    call = asyncio.create_task(asgi.call(app, "GET", "/stubborn", disconnect=gone))
+    await started.wait()
+    gone.set()
+    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)
+    assert call.result().status == 200
+    assert call.cancelling() == 0
+    assert LOST_CANCEL in caplog.text
 
 
 async def test_a_response_slower_to_send_than_response_timeout_is_cut(app: Quart) -> None:

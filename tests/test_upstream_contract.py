@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Callable
 from importlib.metadata import version
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import hypercorn.asyncio.run
@@ -25,9 +25,11 @@ import hypercorn.trio.run
 import hypercorn.utils
 import pytest
 import quart.asgi
+import quart.wrappers
 import quart_schema.conversion
 import sqlalchemy
 import sqlalchemy.util.concurrency
+from hypercorn.typing import HTTPScope
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -38,9 +40,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import queue as sqla_queue
+from werkzeug.datastructures import Headers
 
 import service.compat
 from service.app import create_app
+from service.asgi import ServiceApp
 from service.compat import aiosqlite as compat_aiosqlite
 from service.compat import asyncpg as compat_asyncpg
 from service.compat import hypercorn as compat_hypercorn
@@ -48,6 +52,7 @@ from service.compat import quart as compat_quart
 from service.compat import quart_schema as compat_quart_schema
 from service.compat import sqlalchemy as compat_sqlalchemy
 from service.db import Database
+from service.http import ServiceRequest
 from service.settings import load_settings
 from tests.conftest import settings_for
 from tests.databases import REPO_ROOT, Databases, fresh_database
@@ -329,6 +334,49 @@ def test_quart_handle_request_is_still_the_one_copied() -> None:
         digest in compat_quart.COPIED_HANDLE_REQUEST,
         f"quart.asgi.ASGIHTTPConnection.handle_request changed upstream (sha256 {digest}): "
         "compare it with RequestTaskHTTPConnection.handle_request, then record the digest",
+    )
+
+
+def test_quart_get_data_is_still_the_one_copied() -> None:
+    source = inspect.getsource(quart.wrappers.Request.get_data).rstrip()
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    _check(
+        compat_quart,
+        digest in compat_quart.COPIED_GET_DATA,
+        f"quart.wrappers.Request.get_data changed upstream (sha256 {digest}): compare it with "
+        "CancellableBodyRequest.get_data, then record the digest",
+    )
+
+
+async def _no_push(path: str, headers: Headers) -> None:
+    pass
+
+
+@pytest.mark.parametrize("request_class", [compat_quart.CancellableBodyRequest, ServiceRequest])
+async def test_a_cancel_that_lands_as_the_body_completes_ends_the_request(
+    request_class: type[quart.wrappers.Request],
+) -> None:
+    """Quart's own ``Request`` returns the body here on Python 3.11 and the cancel is lost."""
+    request = request_class(
+        *("POST", "http", "/", b"", Headers(), "", "1.1"),
+        scope=cast(HTTPScope, {}),
+        body_timeout=60,  # as Quart's default BODY_TIMEOUT: wait_for then wraps the body
+        send_push_promise=_no_push,
+    )
+    reading = asyncio.ensure_future(request.get_data())
+    await asyncio.sleep(0)  # now waiting for the body
+    request.body.append(b"{}")
+    request.body.set_complete()
+    reading.cancel()  # as a client that leaves right after its body: the same loop step
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+
+
+def test_the_service_reads_bodies_with_the_cancellable_request() -> None:
+    _check(
+        compat_quart,
+        issubclass(ServiceApp.request_class, compat_quart.CancellableBodyRequest),
+        "the app's request class waits for the body with asyncio.wait_for",
     )
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 # Only a hang guard: a condition that holds is seen within a few steps of the event loop.
 HANG_GUARD_SECONDS = 60.0
+
+_T = TypeVar("_T")
 
 
 async def until(
@@ -28,3 +32,24 @@ async def until(
                 await asyncio.sleep(0.005)
     except TimeoutError:
         raise AssertionError(f"never happened: {what}") from None
+
+
+async def polled(
+    read: Callable[[], Awaitable[_T]],
+    done: Callable[[_T], bool],
+    *,
+    every: float = 0.1,
+    guard: float = HANG_GUARD_SECONDS,
+) -> tuple[_T, float]:
+    """Read until ``done`` holds; the last reading and how long it took.
+
+    For a figure as well as a check: how long is reported, never compared with a deadline.
+    Only the hang guard ends the wait early, and the caller's checks then fail on the last
+    reading.
+    """
+    started = time.monotonic()
+    while True:
+        reading = await read()
+        if done(reading) or time.monotonic() - started > guard:
+            return reading, time.monotonic() - started
+        await asyncio.sleep(every)

@@ -26,6 +26,7 @@ from tests.reliability import database, rawhttp
 from tests.reliability.rawhttp import Client, IncompleteResponseError
 from tests.reliability.report import Section
 from tests.reliability.server import hypercorn
+from tests.waiting import polled
 
 SECTION = (1, "Cancellation storm")
 REQUESTS = 5_000
@@ -35,7 +36,6 @@ SEED_COUNTRIES, SEED_DAYS = 300, 200  # 60,000 rows: /stats/daily takes tens of 
 BULK_ROWS = 20
 PATCH_TARGETS = 1_200
 TARGET_COUNTRIES = 12
-SETTLE_SECONDS = 5.0
 
 # What each request does, with its weight.
 KINDS = {
@@ -206,15 +206,14 @@ async def _storm(attempts: list[Attempt], server: LiveServer) -> float:
 
 async def _settled_metrics(server: LiveServer) -> tuple[dict[str, float], float]:
     """Poll /metrics until no connection is checked out and the scrape is the only session."""
-    started = time.monotonic()
     async with Client.for_url(server.url) as client:
-        while True:
-            response = await client.request("GET", "/metrics")
-            metrics = rawhttp.parse_metrics(response.text())
-            settled = metrics["db_pool_checked_out"] == 0 and metrics["db_sessions_open"] == 1
-            if settled or time.monotonic() - started > SETTLE_SECONDS:
-                return metrics, time.monotonic() - started
-            await asyncio.sleep(0.1)
+
+        async def scrape() -> dict[str, float]:
+            return rawhttp.parse_metrics((await client.request("GET", "/metrics")).text())
+
+        return await polled(
+            scrape, lambda m: m["db_pool_checked_out"] == 0 and m["db_sessions_open"] == 1
+        )
 
 
 async def _patch_targets(server: LiveServer, pg_url: str) -> list[int]:
@@ -260,7 +259,11 @@ async def test_cancellation_storm_leaks_nothing_and_writes_all_or_nothing(
         assert sum(a.kind == "patch" for a in attempts) <= PATCH_TARGETS
         elapsed = await _storm(attempts, server)
         metrics, settle = await _settled_metrics(server)
-        idle_in_transaction = await database.idle_in_transaction(pg_url)
+        # A backend whose connection was reset ends once the server notices (at its next read
+        # or client check): waited for, not read once.
+        idle_in_transaction, _ = await polled(
+            lambda: database.idle_in_transaction(pg_url), lambda idle: idle == 0
+        )
         async with Client.for_url(server.url) as client:
             still_serving = (await client.request("GET", "/stats")).status
         problems = server.problems()
