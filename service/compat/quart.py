@@ -2,7 +2,7 @@
 and a request whose body wait a cancellation always ends.
 
 Written against Quart 0.22.0; the names and the copied ``handle_request`` were checked in
-0.20.0 and 0.21.0 too (``SUPPORTED``: ``>=0.20,<0.23``), the copied ``get_data`` in 0.22.0.
+0.20.0 and 0.21.0 too (``SUPPORTED``: ``>=0.20,<0.23``), and so was the copied ``get_data``.
 
 Private names relied on, all in ``quart.asgi``:
 
@@ -51,8 +51,9 @@ SUPPORTED = ">=0.20,<0.23"
 # sha256 (first 16 hex digits) of the source of the upstream method copied below, in every
 # version checked: 0.20.0, then 0.21.0 and 0.22.0 (the same text).
 COPIED_HANDLE_REQUEST = frozenset({"af77d2c1a552a672", "81d9b16068bd2b3d"})
-# The same for ``Request.get_data``, in 0.22.0.
-COPIED_GET_DATA = frozenset({"462bd7f9d60beca6"})
+# The same for ``Request.get_data``: 0.20.0 (``except asyncio.TimeoutError``), then 0.21.0 and
+# 0.22.0 (``except TimeoutError``, the same class since Python 3.11).
+COPIED_GET_DATA = frozenset({"db553e17ed97b423", "462bd7f9d60beca6"})
 # Logged when a request whose client left ran to its end: something swallowed the cancel.
 LOST_CANCEL = "a request ran to its end after its client left: the cancel sent to it was lost"
 
