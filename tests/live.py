@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.compat.quart import LOST_CANCEL
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,6 +44,7 @@ LOG_PROBLEMS = (
     "Future exception was never retrieved",
     "Task was destroyed but it is pending",
     "Traceback",
+    LOST_CANCEL,
 )
 
 

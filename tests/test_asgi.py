@@ -164,6 +164,34 @@ async def test_a_request_that_swallows_the_cancel_is_logged_and_the_cancel_taken
     assert LOST_CANCEL in caplog.text
 
 
+async def test_a_client_that_leaves_while_its_response_is_sent_is_not_a_lost_cancel(
+    app: Quart, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = asyncio.Event()
+
+    @app.get("/answering")
+    async def answering() -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first"
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # the cancel ends up swallowed while the answer is going out
+            yield b"last"
+
+        return Response(body())
+
+    gone = asyncio.Event()
+    call = asyncio.create_task(asgi.call(app, "GET", "/answering", disconnect=gone))
+    await started.wait()
+    gone.set()
+    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)
+    assert call.result().status == 200
+    assert call.cancelling() == 0
+    assert LOST_CANCEL not in caplog.text
+
+
 async def test_a_response_slower_to_send_than_response_timeout_is_cut(app: Quart) -> None:
     app.config["RESPONSE_TIMEOUT"] = 0.05
 

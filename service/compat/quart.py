@@ -86,8 +86,12 @@ class RequestTaskHTTPConnection(ASGIHTTPConnection):
     while the request is still being handled (after :meth:`grace_after_disconnect` seconds),
     and the cancel it sent is taken back (``Task.uncancel``) so that the call ends quietly, as
     in Quart; a cancel from the server still propagates. A request that ends normally after
-    that cancel was sent has had it swallowed on the way (``LOST_CANCEL`` is logged).
+    that cancel was sent has had it swallowed on the way (``LOST_CANCEL`` is logged, when the
+    client had left before the response began).
     """
+
+    # Set as the response begins to be sent.
+    responding = False
 
     def grace_after_disconnect(self, request_task: asyncio.Task[Any]) -> float:
         """Seconds the request may go on after its client left (none here; see subclasses)."""
@@ -99,9 +103,13 @@ class RequestTaskHTTPConnection(ASGIHTTPConnection):
         assert handler is not None
         client_left = False
         handled = False
+        # Whether the client left before the response began: a request that runs on then is
+        # doing work nobody will read. Leaving while it is sent (the usual way a client that
+        # has read its answer closes) loses nothing.
+        left_before_responding = False
 
         async def read_until_the_client_leaves() -> None:
-            nonlocal client_left
+            nonlocal client_left, left_before_responding
             await self.handle_messages(request, receive)
             grace = 0.0 if handled else self.grace_after_disconnect(handler)
             if grace > 0:
@@ -111,6 +119,7 @@ class RequestTaskHTTPConnection(ASGIHTTPConnection):
             # with no await in between: a cancel sent while it is False lands inside it.
             if not handled:
                 client_left = True
+                left_before_responding = not self.responding
                 handler.cancel()
 
         reader = asyncio.ensure_future(read_until_the_client_leaves())
@@ -123,7 +132,8 @@ class RequestTaskHTTPConnection(ASGIHTTPConnection):
         else:
             if client_left:
                 handler.uncancel()  # the cancel that never arrived
-                logger.warning("%s (%s %s)", LOST_CANCEL, request.method, request.path)
+                if left_before_responding:
+                    logger.warning("%s (%s %s)", LOST_CANCEL, request.method, request.path)
         finally:
             handled = True
             reader.cancel()
@@ -137,6 +147,7 @@ class RequestTaskHTTPConnection(ASGIHTTPConnection):
         timeout = self.app.config["RESPONSE_TIMEOUT"]
         if isinstance(response, Response) and response.timeout is not Ellipsis:
             timeout = response.timeout
+        self.responding = True
         try:
             async with asyncio.timeout(timeout):
                 await self._send_response(send, response)
