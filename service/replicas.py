@@ -295,8 +295,7 @@ class ReplicaSet:
         if not done:
             # No answer: frozen or cut off. It takes no more reads from now, and the reads
             # waiting on it are freed to be read again on the primary (service.asgi).
-            replica.lag_bytes = replica.lag_seconds = None
-            self._set_unhealthy(replica, f"check failed: no answer in {CHECK_TIMEOUT_SECONDS:g} s")
+            self._check_failed(replica, f"no answer in {CHECK_TIMEOUT_SECONDS:g} s")
             self.refresh()
             replica.drop_connections()
             checking.cancel()
@@ -305,8 +304,7 @@ class ReplicaSet:
         try:
             row = checking.result()
         except Exception as error:  # any failure: no reads until it recovers
-            replica.lag_bytes = replica.lag_seconds = None
-            self._set_unhealthy(replica, f"check failed: {_describe(error)}")
+            self._check_failed(replica, _describe(error))
             return
         problem = self._judge(replica, row)
         if problem is None:
@@ -318,6 +316,11 @@ class ReplicaSet:
         async with replica.check_engine.connect() as connection:
             connection = await connection.execution_options(**self._check_options)
             return (await connection.execute(REPLICA_POSITION)).one()
+
+    def _check_failed(self, replica: Replica, reason: str) -> None:
+        """A check found nothing: the lag is unknown and the replica takes no reads."""
+        replica.lag_bytes = replica.lag_seconds = None
+        self._set_unhealthy(replica, f"check failed: {reason}")
 
     def _judge(self, replica: Replica, row: Any) -> str | None:
         """Record what a replica's check found; why it may not take reads, or None."""

@@ -23,6 +23,18 @@ def app(tmp_path: Path) -> Iterator[Quart]:
     yield create_app(settings_for(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"))
 
 
+async def _leave_once_started(
+    app: Quart, path: str, started: asyncio.Event
+) -> asyncio.Task[asgi.Exchange]:
+    """GET ``path`` and leave once ``started`` is set; the call's task, ended."""
+    gone = asyncio.Event()
+    call = asyncio.create_task(asgi.call(app, "GET", path, disconnect=gone))
+    await started.wait()
+    gone.set()
+    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)  # (wait_for would cancel the call)
+    return call
+
+
 async def test_a_request_is_handled_and_answered_in_the_task_that_called_the_app(
     app: Quart,
 ) -> None:
@@ -87,11 +99,7 @@ async def test_a_client_that_leaves_cancels_the_handler_and_the_call_ends_quietl
             raise
         return "never"
 
-    gone = asyncio.Event()
-    call = asyncio.create_task(asgi.call(app, "GET", "/wait", disconnect=gone))
-    await started.wait()
-    gone.set()
-    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)  # (wait_for would cancel the call)
+    call = await _leave_once_started(app, "/wait", started)
     exchange = call.result()
     assert cancelled.is_set()
     assert exchange.status is None
@@ -154,11 +162,7 @@ async def test_a_request_that_swallows_the_cancel_is_logged_and_the_cancel_taken
             pass  # what a swallowed cancel looks like from outside
         return "late"
 
-    gone = asyncio.Event()
-    call = asyncio.create_task(asgi.call(app, "GET", "/stubborn", disconnect=gone))
-    await started.wait()
-    gone.set()
-    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)
+    call = await _leave_once_started(app, "/stubborn", started)
     assert call.result().status == 200
     assert call.cancelling() == 0
     assert LOST_CANCEL in caplog.text
@@ -182,11 +186,7 @@ async def test_a_client_that_leaves_while_its_response_is_sent_is_not_a_lost_can
 
         return Response(body())
 
-    gone = asyncio.Event()
-    call = asyncio.create_task(asgi.call(app, "GET", "/answering", disconnect=gone))
-    await started.wait()
-    gone.set()
-    await asyncio.wait([call], timeout=HANG_GUARD_SECONDS)
+    call = await _leave_once_started(app, "/answering", started)
     assert call.result().status == 200
     assert call.cancelling() == 0
     assert LOST_CANCEL not in caplog.text

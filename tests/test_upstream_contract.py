@@ -326,9 +326,13 @@ def test_quart_asgi_private_names_are_unchanged() -> None:
         )
 
 
+def _source_digest(function: Callable[..., Any]) -> str:
+    """sha256 (first 16 hex digits) of a function's source, as the compat modules record it."""
+    return hashlib.sha256(inspect.getsource(function).rstrip().encode()).hexdigest()[:16]
+
+
 def test_quart_handle_request_is_still_the_one_copied() -> None:
-    source = inspect.getsource(quart.asgi.ASGIHTTPConnection.handle_request).rstrip()
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    digest = _source_digest(quart.asgi.ASGIHTTPConnection.handle_request)
     _check(
         compat_quart,
         digest in compat_quart.COPIED_HANDLE_REQUEST,
@@ -338,8 +342,7 @@ def test_quart_handle_request_is_still_the_one_copied() -> None:
 
 
 def test_quart_get_data_is_still_the_one_copied() -> None:
-    source = inspect.getsource(quart.wrappers.Request.get_data).rstrip()
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    digest = _source_digest(quart.wrappers.Request.get_data)
     _check(
         compat_quart,
         digest in compat_quart.COPIED_GET_DATA,
